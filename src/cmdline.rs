@@ -1,0 +1,208 @@
+//! Step 1: the kernel command line decides whether we run and which extensions we take.
+//!
+//! `rd.sysext=` is ours; `rd.systemd.sysext=` and `systemd.sysext=` are upstream's switches and
+//! can only turn merging off, so that one switch disables both implementations.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Merge nothing; `by` names the switch, for the log.
+    Disabled {
+        by: String,
+    },
+    All,
+    /// `rd.sysext=a,b`: only these names.
+    Only(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmdline {
+    pub selection: Selection,
+    /// Values we did not understand; each falls back to the default and is logged.
+    pub warnings: Vec<String>,
+}
+
+/// systemd's boolean words, case-insensitive.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "yes" | "y" | "true" | "t" | "on" => Some(true),
+        "0" | "no" | "n" | "false" | "f" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Split like the kernel does: whitespace separates, double quotes group (and are dropped).
+fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in text.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+/// A name we accept in `rd.sysext=a,b`: what could be an image name after suffix stripping.
+fn name_is_valid(n: &str) -> bool {
+    !n.is_empty()
+        && !n.starts_with('.')
+        && !n.contains('/')
+        && !n.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+pub fn parse(text: &str) -> Cmdline {
+    let mut selection = Selection::All;
+    let mut disabled_by = None;
+    let mut warnings = Vec::new();
+    for word in words(text) {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word.as_str(), None),
+        };
+        match key {
+            "rd.sysext" => match value.map(|v| (v, parse_bool(v))) {
+                // A bare switch means "on", as for systemd's boolean options.
+                None => selection = Selection::All,
+                Some((_, Some(true))) => selection = Selection::All,
+                Some((_, Some(false))) => selection = Selection::Disabled { by: word.clone() },
+                Some((v, None)) => {
+                    let names: Vec<String> = v.split(',').map(str::to_owned).collect();
+                    if names.iter().all(|n| name_is_valid(n)) {
+                        selection = Selection::Only(names);
+                    } else {
+                        warnings.push(format!(
+                            "ignoring {word}: expected 0, 1 or a comma-separated list of extension names"
+                        ));
+                        selection = Selection::All;
+                    }
+                }
+            },
+            "rd.systemd.sysext" | "systemd.sysext" => match value.map(parse_bool) {
+                None | Some(Some(true)) => {}
+                Some(Some(false)) => disabled_by = Some(word.clone()),
+                Some(None) => warnings.push(format!("ignoring {word}: expected a boolean")),
+            },
+            _ => {}
+        }
+    }
+    if let Some(by) = disabled_by {
+        selection = Selection::Disabled { by };
+    }
+    Cmdline {
+        selection,
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sel(s: &str) -> Selection {
+        parse(s).selection
+    }
+
+    #[test]
+    fn default_is_all() {
+        assert_eq!(sel("root=/dev/vda1 ro quiet"), Selection::All);
+        assert_eq!(sel(""), Selection::All);
+    }
+
+    #[test]
+    fn booleans() {
+        for v in ["0", "no", "off", "false", "OFF"] {
+            assert!(
+                matches!(sel(&format!("rd.sysext={v}")), Selection::Disabled { .. }),
+                "{v}"
+            );
+        }
+        for v in ["1", "yes", "on", "true"] {
+            assert_eq!(sel(&format!("rd.sysext={v}")), Selection::All, "{v}");
+        }
+        assert_eq!(sel("rd.sysext"), Selection::All);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            sel("rd.sysext=podman"),
+            Selection::Only(vec!["podman".into()])
+        );
+        assert_eq!(
+            sel("quiet rd.sysext=podman,kubelet-1.30 ro"),
+            Selection::Only(vec!["podman".into(), "kubelet-1.30".into()])
+        );
+    }
+
+    #[test]
+    fn last_one_wins() {
+        assert_eq!(sel("rd.sysext=0 rd.sysext=1"), Selection::All);
+        assert!(matches!(
+            sel("rd.sysext=podman rd.sysext=off"),
+            Selection::Disabled { .. }
+        ));
+    }
+
+    #[test]
+    fn upstream_switches_disable_and_win() {
+        for s in [
+            "rd.systemd.sysext=0",
+            "systemd.sysext=no",
+            "rd.sysext=podman systemd.sysext=0",
+        ] {
+            match sel(s) {
+                Selection::Disabled { by } => assert!(by.contains("sysext="), "{s}: {by}"),
+                other => panic!("{s}: {other:?}"),
+            }
+        }
+        assert_eq!(sel("systemd.sysext=1"), Selection::All);
+    }
+
+    #[test]
+    fn bad_values_warn_and_default() {
+        for s in [
+            "rd.sysext=",
+            "rd.sysext=a,,b",
+            "rd.sysext=../etc",
+            "rd.sysext=.hidden",
+        ] {
+            let c = parse(s);
+            assert_eq!(c.selection, Selection::All, "{s}");
+            assert_eq!(c.warnings.len(), 1, "{s}");
+            assert!(c.warnings[0].contains(s), "{s}: {:?}", c.warnings);
+        }
+        let c = parse("systemd.sysext=maybe");
+        assert_eq!(c.selection, Selection::All);
+        assert!(c.warnings[0].contains("systemd.sysext=maybe"));
+    }
+
+    #[test]
+    fn quotes_group_words() {
+        assert_eq!(
+            sel("foo=\"a b\" rd.sysext=\"podman\""),
+            Selection::Only(vec!["podman".into()])
+        );
+        // A quoted space inside a value keeps it one word, which is then not a valid name.
+        let c = parse("rd.sysext=\"a b\"");
+        assert_eq!(c.selection, Selection::All);
+        assert_eq!(c.warnings.len(), 1);
+    }
+}

@@ -1,0 +1,216 @@
+//! Step 2: find extension images the way systemd-sysext does. Search order, naming, first-wins
+//! de-duplication and masking follow discover-image.c; symlinks are resolved inside the sysroot.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{fstat, statat, AtFlags, FileType, OFlags};
+use rustix::io::Errno;
+
+use crate::sys::fs::{describe_type, list_dir, open_dir_in_root, open_in_root, real_path};
+
+/// Relative to the root being merged, in systemd's order: the first entry of a name wins.
+pub const SEARCH_PATHS: [&str; 3] = ["/etc/extensions", "/run/extensions", "/var/lib/extensions"];
+
+pub enum Object {
+    /// An `O_PATH` fd of a regular file, to identify and attach.
+    File(OwnedFd),
+    /// An `O_PATH` fd of a directory extension.
+    Dir(OwnedFd),
+}
+
+pub struct Found {
+    pub name: String,
+    /// Inside the root, as listed: `/etc/extensions/podman.raw`.
+    pub path: String,
+    /// Inside the root, where a symlink led.
+    pub target: Option<String>,
+    pub size: u64,
+    /// The opened object, or why this entry is not an image.
+    pub object: Result<Object, String>,
+}
+
+/// systemd's image-name rules after the suffix is gone.
+fn name_is_valid(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= 255
+        && !name.contains('/')
+        && !name.starts_with(".#")
+        && !name.chars().any(char::is_control)
+}
+
+/// The image name for a directory entry, by the type it resolves to.
+pub fn image_name(entry: &str, is_dir: bool) -> Result<String, String> {
+    let stem = if is_dir {
+        entry
+    } else {
+        entry
+            .strip_suffix(".raw")
+            .ok_or("not an image: regular files must end in .raw")?
+    };
+    let name = stem.strip_suffix(".sysext").unwrap_or(stem);
+    if name_is_valid(name) {
+        Ok(name.to_string())
+    } else {
+        Err(format!("not a valid image name: {name:?}"))
+    }
+}
+
+fn open_error(e: Errno, link: Option<&str>) -> String {
+    match (e, link) {
+        (Errno::LOOP, _) => "symlink loop: too many levels of symbolic links".into(),
+        (Errno::NOENT, Some(l)) => {
+            format!("dangling symlink: {l} does not exist inside the sysroot")
+        }
+        (e, _) => format!("cannot open: {}", std::io::Error::from(e)),
+    }
+}
+
+/// One search directory's entries, opened. `root_real` is the sysroot's real path, to turn the
+/// kernel's paths back into paths inside the root.
+fn scan_dir(
+    root: BorrowedFd,
+    root_real: &str,
+    dir: &str,
+    notes: &mut Vec<String>,
+) -> Vec<(Found, bool)> {
+    let dirfd = match open_dir_in_root(root, dir) {
+        Ok(fd) => fd,
+        Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::NOENT | Errno::NOTDIR)) => {
+            return Vec::new()
+        }
+        Err(e) => {
+            notes.push(format!("cannot read {dir}: {e}"));
+            return Vec::new();
+        }
+    };
+    let names = match list_dir(dirfd.as_fd()) {
+        Ok(n) => n,
+        Err(e) => {
+            notes.push(format!("cannot list {dir}: {e}"));
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for entry in names.into_iter().filter(|n| !n.starts_with('.')) {
+        let path = format!("{dir}/{entry}");
+        let link = statat(&dirfd, entry.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .ok()
+            .filter(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+            .map(|_| {
+                rustix::fs::readlinkat(&dirfd, entry.as_str(), Vec::new())
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+        let mut found = Found {
+            name: entry.clone(),
+            path,
+            target: None,
+            size: 0,
+            object: Err(String::new()),
+        };
+        let opened = open_in_root(root, &found.path, OFlags::PATH).map_err(|e| {
+            open_error(
+                Errno::from_io_error(&e).unwrap_or(Errno::IO),
+                link.as_deref(),
+            )
+        });
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(reason) => {
+                found.object = Err(reason);
+                // An entry we cannot open claims no name, as in systemd.
+                out.push((found, false));
+                continue;
+            }
+        };
+        if link.is_some() {
+            found.target = real_path(fd.as_fd())
+                .ok()
+                .map(|p| match p.strip_prefix(root_real) {
+                    Some(rest) if root_real != "/" => rest.to_string(),
+                    _ => p,
+                });
+        }
+        let st = match fstat(&fd) {
+            Ok(st) => st,
+            Err(e) => {
+                found.object = Err(format!("cannot stat: {}", std::io::Error::from(e)));
+                out.push((found, false));
+                continue;
+            }
+        };
+        let ftype = FileType::from_raw_mode(st.st_mode);
+        let is_dir = ftype == FileType::Directory;
+        if !is_dir && ftype != FileType::RegularFile {
+            found.object = Err(format!(
+                "is a {}, not a regular file or directory",
+                describe_type(st.st_mode)
+            ));
+            out.push((found, false));
+            continue;
+        }
+        match image_name(&entry, is_dir) {
+            Ok(name) => {
+                found.name = name;
+                found.size = st.st_size as u64;
+                found.object = Ok(if is_dir {
+                    Object::Dir(fd)
+                } else {
+                    Object::File(fd)
+                });
+                out.push((found, true));
+            }
+            Err(reason) => {
+                found.object = Err(reason);
+                out.push((found, false));
+            }
+        }
+    }
+    out
+}
+
+/// All entries of all search paths, in search order. Later entries with a name already taken are
+/// reported as masked; an empty directory in /etc/extensions masks an image on purpose.
+pub fn discover(root: BorrowedFd, notes: &mut Vec<String>) -> Vec<Found> {
+    let root_real = real_path(root).unwrap_or_default();
+    let mut taken: Vec<(String, String)> = Vec::new();
+    let mut all = Vec::new();
+    for dir in SEARCH_PATHS {
+        for (mut found, claims) in scan_dir(root, &root_real, dir, notes) {
+            if claims {
+                if let Some((_, first)) = taken.iter().find(|(n, _)| *n == found.name) {
+                    found.object = Err(format!(
+                        "masked by {first}, which has the same name and comes first"
+                    ));
+                } else {
+                    taken.push((found.name.clone(), found.path.clone()));
+                }
+            }
+            all.push(found);
+        }
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(image_name("podman.raw", false).unwrap(), "podman");
+        assert_eq!(image_name("podman.sysext.raw", false).unwrap(), "podman");
+        assert_eq!(image_name("podman-5.4.raw", false).unwrap(), "podman-5.4");
+        assert_eq!(image_name("podman", true).unwrap(), "podman");
+        assert_eq!(image_name("podman.sysext", true).unwrap(), "podman");
+        assert_eq!(
+            image_name("podman.img", false).unwrap_err(),
+            "not an image: regular files must end in .raw"
+        );
+        assert!(image_name(".raw", false).is_err());
+        assert!(image_name("a\u{7}b.raw", false).is_err());
+        assert!(image_name(".#tmp.raw", false).is_err());
+    }
+}

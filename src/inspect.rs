@@ -1,0 +1,163 @@
+//! Reads what an image holds, for the planner: its release files, whether it carries
+//! os-release, which hierarchies it fills, and where it would clash with the base. Read-only;
+//! paths inside the image are resolved inside the image.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{fstat, openat, statat, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::error::{Context, Result};
+use crate::plan::{Facts, Hierarchy};
+use crate::release;
+use crate::sys::fs::{list_dir, open_dir_in_root, open_in_root, read_limited};
+use crate::validate::{conflicts, Conflict, Node, ReleaseFile};
+
+const RELEASE_DIR: &str = "usr/lib/extension-release.d";
+/// More candidates than this is not a real image; stop reading.
+const MAX_RELEASE_FILES: usize = 64;
+/// Deeper than any real /usr; a bound on a hostile image.
+const MAX_DEPTH: usize = 64;
+
+fn missing(e: &std::io::Error) -> bool {
+    matches!(Errno::from_io_error(e), Some(Errno::NOENT | Errno::NOTDIR))
+}
+
+fn node(mode: u32) -> Node {
+    match FileType::from_raw_mode(mode) {
+        FileType::Directory => Node::Directory,
+        FileType::Symlink => Node::Symlink,
+        _ => Node::Other,
+    }
+}
+
+fn release_files(image: BorrowedFd, name: &str) -> Result<Vec<ReleaseFile>> {
+    let dir = match open_dir_in_root(image, RELEASE_DIR) {
+        Ok(d) => d,
+        Err(e) if missing(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e).context(format!("opening {RELEASE_DIR}")),
+    };
+    let exact = format!("extension-release.{name}");
+    let mut out = Vec::new();
+    for entry in list_dir(dir.as_fd()).context(format!("listing {RELEASE_DIR}"))? {
+        let Some(suffix) = entry.strip_prefix("extension-release.") else {
+            continue;
+        };
+        if out.len() == MAX_RELEASE_FILES {
+            break;
+        }
+        // The exact name may be a symlink (inside the image); the fallback takes regular files only.
+        let path = format!("{RELEASE_DIR}/{entry}");
+        let fd = if entry == exact {
+            open_in_root(image, &path, OFlags::RDONLY | OFlags::NONBLOCK)
+        } else {
+            openat(
+                &dir,
+                entry.as_str(),
+                OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(Into::into)
+        };
+        let Ok(fd) = fd else { continue };
+        if fstat(&fd)
+            .map(|st| FileType::from_raw_mode(st.st_mode))
+            .ok()
+            != Some(FileType::RegularFile)
+        {
+            continue;
+        }
+        let mut xattr = vec![0u8; 64];
+        let strict_xattr =
+            rustix::fs::fgetxattr(&fd, "user.extension-release.strict", &mut xattr[..])
+                .ok()
+                .map(|n| String::from_utf8_lossy(&xattr[..n]).trim().to_string());
+        let content =
+            read_limited(&fd, release::MAX_SIZE).with_context(|| format!("reading {path}"))?;
+        out.push(ReleaseFile {
+            suffix: suffix.to_string(),
+            strict_xattr,
+            content,
+        });
+    }
+    Ok(out)
+}
+
+/// Walk the image's directory against the base's, only where both have directories: below a
+/// path the base lacks, nothing can clash.
+fn walk(
+    image: BorrowedFd,
+    base: BorrowedFd,
+    path: &str,
+    depth: usize,
+    out: &mut Vec<Conflict>,
+) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Ok(());
+    }
+    for name in list_dir(image).with_context(|| format!("listing {path} in the image"))? {
+        let Ok(theirs) = statat(base, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let ours = statat(image, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .with_context(|| format!("stat {path}/{name}"))?;
+        let (b, i) = (node(theirs.st_mode), node(ours.st_mode));
+        let child = format!("{path}/{name}");
+        if conflicts(b, i) {
+            out.push(Conflict {
+                path: child,
+                base: b,
+                image: i,
+            });
+        } else if b == Node::Directory && i == Node::Directory {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let sub_image = openat(image, name.as_str(), flags, Mode::empty())
+                .with_context(|| format!("opening {child} in the image"))?;
+            let Ok(sub_base) = openat(base, name.as_str(), flags, Mode::empty()) else {
+                continue;
+            };
+            walk(sub_image.as_fd(), sub_base.as_fd(), &child, depth + 1, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The image's directory for a hierarchy, if it has a non-empty one.
+fn hierarchy_dir(image: BorrowedFd, h: Hierarchy) -> Result<Option<OwnedFd>> {
+    let fd = match open_dir_in_root(image, h.dir()) {
+        Ok(fd) => fd,
+        Err(e) if missing(&e) => return Ok(None),
+        Err(e) => return Err(e).context(format!("opening {} in the image", h.path())),
+    };
+    let empty = list_dir(fd.as_fd())
+        .with_context(|| format!("listing {} in the image", h.path()))?
+        .is_empty();
+    Ok((!empty).then_some(fd))
+}
+
+/// `bases` are the sysroot's hierarchy directories that exist, opened before any merge.
+pub fn inspect(image: BorrowedFd, name: &str, bases: &[(Hierarchy, BorrowedFd)]) -> Result<Facts> {
+    let release_files = release_files(image, name)?;
+    let has_os_release = match open_in_root(image, "usr/lib/os-release", OFlags::PATH) {
+        Ok(_) => true,
+        Err(e) if missing(&e) => false,
+        Err(e) => return Err(e).context("checking for usr/lib/os-release"),
+    };
+    let mut content = Vec::new();
+    let mut clashes = Vec::new();
+    for h in Hierarchy::ALL {
+        let Some(dir) = hierarchy_dir(image, h)? else {
+            continue;
+        };
+        content.push(h);
+        if let Some((_, base)) = bases.iter().find(|(b, _)| *b == h) {
+            walk(dir.as_fd(), *base, h.path(), 0, &mut clashes)?;
+        }
+    }
+    Ok(Facts {
+        release_files,
+        has_os_release,
+        content,
+        conflicts: clashes,
+    })
+}

@@ -1,0 +1,230 @@
+//! initrd-sysext: merge systemd system extensions onto the real root in the initrd, before
+//! switch-root, so that PID 1 starts on a /usr that already holds them.
+//!
+//! Boot flow: initrd-sysext.service runs after initrd-fs.target (the sysroot and its /usr are
+//! mounted, Ignition has written /sysroot/etc) and before initrd.target. It reads the kernel
+//! command line, finds images in the sysroot's extension directories, checks each, and mounts
+//! one read-only overlay per hierarchy on /sysroot/usr and /sysroot/opt, in the on-disk format of
+//! systemd-sysext. Any image it cannot use is skipped with a logged reason; boot always goes on.
+
+mod apply;
+mod cmdline;
+mod discover;
+mod error;
+mod inspect;
+mod json;
+mod pipeline;
+mod plan;
+mod release;
+mod report;
+mod state;
+mod sys;
+mod validate;
+mod verify;
+mod version;
+
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+
+use crate::error::Result;
+use crate::json::Json;
+use crate::pipeline::Options;
+use crate::plan::Hierarchy;
+use crate::sys::fs::open_dir_in_root;
+
+const USAGE: &str = "\
+usage: initrd-sysext COMMAND [OPTIONS]
+
+Merge systemd system extensions onto a sysroot's /usr and /opt, in the initrd.
+
+commands:
+  merge     find, check and merge the extension images (what the boot unit runs)
+  plan      dry run: every image found with its decision, and the layer order
+  status    what is merged now, from the systemd-sysext state
+  unmerge   undo a merge (ours or systemd-sysext's) and release its loop devices
+
+options:
+  --sysroot DIR   the root to merge into (default /sysroot)
+  --cmdline FILE  kernel command line to obey (default /proc/cmdline)
+  --report FILE   where merge writes its JSON report (default /run/initrd-sysext/report.json)
+  --json          plan and status: print JSON
+  -h, --help      this text
+  -V, --version   the version
+";
+
+enum Command {
+    Merge,
+    Plan,
+    Status,
+    Unmerge,
+}
+
+fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String> {
+    let mut opts = Options {
+        sysroot: "/sysroot".into(),
+        cmdline: "/proc/cmdline".into(),
+        report: report::DEFAULT_REPORT.into(),
+        json: false,
+    };
+    let mut command = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "--sysroot" => opts.sysroot = value("--sysroot")?,
+            "--cmdline" => opts.cmdline = value("--cmdline")?,
+            "--report" => opts.report = value("--report")?,
+            "--json" => opts.json = true,
+            "merge" | "plan" | "status" | "unmerge" if command.is_none() => {
+                command = Some(match a.as_str() {
+                    "merge" => Command::Merge,
+                    "plan" => Command::Plan,
+                    "status" => Command::Status,
+                    _ => Command::Unmerge,
+                })
+            }
+            other => return Err(format!("unexpected argument: {other}")),
+        }
+    }
+    // Staging moves us between mount namespaces, which resets the working directory.
+    let absolute = |p: &str| {
+        std::path::absolute(p)
+            .map(|p| p.to_string_lossy().into_owned())
+            .map_err(|e| format!("{p}: {e}"))
+    };
+    opts.sysroot = absolute(&opts.sysroot)?;
+    opts.report = absolute(&opts.report)?;
+    opts.cmdline = absolute(&opts.cmdline)?;
+    Ok((command.ok_or("no command given")?, opts))
+}
+
+fn plan(opts: &Options) -> Result<()> {
+    let p = pipeline::prepare(opts)?;
+    if opts.json {
+        println!("{}", report::to_json(&opts.sysroot, &p.plan, None, None));
+    } else {
+        print!("{}", report::plan_text(&p.plan));
+    }
+    Ok(())
+}
+
+fn status(opts: &Options) -> Result<()> {
+    let root = pipeline::open_root(&opts.sysroot)?;
+    let mut rows = Vec::new();
+    for h in Hierarchy::ALL {
+        let merged = match open_dir_in_root(root.as_fd(), h.dir()) {
+            Ok(dir) => state::read(dir.as_fd())?,
+            Err(_) => None,
+        };
+        rows.push((h, merged));
+    }
+    let last = std::fs::read_to_string(&opts.report).ok();
+    if opts.json {
+        let list = rows
+            .iter()
+            .map(|(h, m)| {
+                Json::Obj(vec![
+                    ("hierarchy", h.path().into()),
+                    (
+                        "extensions",
+                        m.as_ref()
+                            .map(|m| {
+                                Json::Arr(m.extensions.iter().map(|e| e.as_str().into()).collect())
+                            })
+                            .unwrap_or(Json::Null),
+                    ),
+                    (
+                        "since",
+                        m.as_ref()
+                            .map(|m| Json::Num(m.since.max(0) as u64))
+                            .unwrap_or(Json::Null),
+                    ),
+                ])
+            })
+            .collect();
+        println!(
+            "{}",
+            Json::Obj(vec![
+                ("hierarchies", Json::Arr(list)),
+                ("report", last.is_some().then(|| opts.report.clone()).into())
+            ])
+        );
+        return Ok(());
+    }
+    for (h, m) in &rows {
+        match m {
+            Some(m) => println!(
+                "{}\t{}\tsince {} (epoch seconds)",
+                h.path(),
+                m.extensions.join(" "),
+                m.since
+            ),
+            None => println!("{}\tnone", h.path()),
+        }
+    }
+    if last.is_some() {
+        println!("last merge report: {}", opts.report);
+    }
+    Ok(())
+}
+
+fn unmerge(opts: &Options) -> Result<()> {
+    let root = pipeline::open_root(&opts.sysroot)?;
+    let base = sys::fs::real_path(root.as_fd())?;
+    for h in Hierarchy::ALL {
+        // Several merges may be stacked (systemd's refresh bug, Flatcar#1976): peel them all.
+        loop {
+            let Ok(dir) = open_dir_in_root(root.as_fd(), h.dir()) else {
+                break;
+            };
+            if state::read(dir.as_fd())?.is_none() {
+                break;
+            }
+            drop(dir);
+            let path = format!("{}/{}", base.trim_end_matches('/'), h.dir());
+            sys::mount::detach(&path)?;
+            println!("unmerged {path}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "-V" || a == "--version") {
+        println!("initrd-sysext {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let (command, opts) = match parse_args(&args) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("initrd-sysext: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    report::init_logging();
+    let result = match command {
+        Command::Merge => pipeline::merge(&opts).map(|all_merged| {
+            if all_merged {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
+        Command::Plan => plan(&opts).map(|()| ExitCode::SUCCESS),
+        Command::Status => status(&opts).map(|()| ExitCode::SUCCESS),
+        Command::Unmerge => unmerge(&opts).map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|e| {
+        log::error!(target: report::TARGET, "{e}");
+        ExitCode::FAILURE
+    })
+}

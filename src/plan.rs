@@ -1,0 +1,520 @@
+//! Step 5: the decision. One `Plan` from plain data: what was found, what each image holds, the
+//! host's release, the state of /usr and /opt and the command line. No syscalls here, so every
+//! rule is unit-tested without root.
+
+use crate::cmdline::{Cmdline, Selection};
+use crate::validate::{self, Conflict, Host, ReleaseFile};
+use crate::verify::Kind;
+use crate::version;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hierarchy {
+    Usr,
+    Opt,
+}
+
+impl Hierarchy {
+    pub const ALL: [Hierarchy; 2] = [Hierarchy::Usr, Hierarchy::Opt];
+
+    /// Relative to the root: `usr`.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Hierarchy::Usr => "usr",
+            Hierarchy::Opt => "opt",
+        }
+    }
+
+    /// As the booted system names it: `/usr`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Hierarchy::Usr => "/usr",
+            Hierarchy::Opt => "/opt",
+        }
+    }
+}
+
+/// What an image holds, read from its mounted tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub release_files: Vec<ReleaseFile>,
+    pub has_os_release: bool,
+    /// Hierarchies for which the image has a non-empty directory.
+    pub content: Vec<Hierarchy>,
+    pub conflicts: Vec<Conflict>,
+}
+
+/// One image as discovery and inspection saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInput {
+    pub name: String,
+    /// Where it was found, inside the root: `/etc/extensions/podman.raw`.
+    pub path: String,
+    /// Where a symlink led, inside the root.
+    pub target: Option<String>,
+    pub size: u64,
+    /// The kind, or why the file cannot be an image at all.
+    pub kind: Result<Kind, String>,
+    /// What the image holds; `None` when it was not opened (not needed, or not selected).
+    pub facts: Option<Result<Facts, String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HierarchyState {
+    /// An existing directory we can merge onto.
+    Ready,
+    /// Does not exist: created if an extension needs it, as systemd-sysext does.
+    Missing,
+    /// Already carries a merge (ours or systemd-sysext's).
+    Merged { extensions: Vec<String> },
+    /// Cannot be merged onto, for the given reason.
+    Unusable { reason: String },
+}
+
+pub struct Inputs {
+    pub cmdline: Cmdline,
+    pub host: Result<Host, String>,
+    pub hierarchies: Vec<(Hierarchy, HierarchyState)>,
+    pub images: Vec<ImageInput>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Merge,
+    Skip { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub name: String,
+    pub path: String,
+    pub target: Option<String>,
+    pub kind: Option<Kind>,
+    pub size: u64,
+    pub content: Vec<Hierarchy>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HierarchyPlan {
+    pub hierarchy: Hierarchy,
+    pub state: HierarchyState,
+    /// Extension names, top layer first; the host directory goes below them.
+    pub layers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub images: Vec<Decision>,
+    pub hierarchies: Vec<HierarchyPlan>,
+    /// Things worth a log line that belong to no single image.
+    pub notes: Vec<String>,
+}
+
+/// Whether the command line lets us look at this image at all. The driver uses it to avoid
+/// opening images that will be skipped anyway.
+pub fn selected(cmdline: &Cmdline, name: &str) -> bool {
+    match &cmdline.selection {
+        Selection::Disabled { .. } => false,
+        Selection::All => true,
+        Selection::Only(names) => names.iter().any(|n| n == name),
+    }
+}
+
+/// Whether any hierarchy already carries a merge; then we merge nothing (never a second overlay).
+pub fn already_merged(
+    hierarchies: &[(Hierarchy, HierarchyState)],
+) -> Option<(Hierarchy, &[String])> {
+    hierarchies.iter().find_map(|(h, s)| match s {
+        HierarchyState::Merged { extensions } => Some((*h, extensions.as_slice())),
+        _ => None,
+    })
+}
+
+fn decide(inputs: &Inputs, image: &ImageInput) -> Result<Vec<Hierarchy>, String> {
+    if let Selection::Disabled { by } = &inputs.cmdline.selection {
+        return Err(format!("merging is disabled by {by}"));
+    }
+    if let Some((h, names)) = already_merged(&inputs.hierarchies) {
+        return Err(if names.contains(&image.name) {
+            format!("already merged into {}", h.path())
+        } else {
+            format!(
+                "{} is already merged ({}); merging again would stack a second overlay",
+                h.path(),
+                names.join(", ")
+            )
+        });
+    }
+    if let Selection::Only(names) = &inputs.cmdline.selection {
+        if !names.contains(&image.name) {
+            return Err(format!("not listed in rd.sysext={}", names.join(",")));
+        }
+    }
+    let kind = image.kind.clone()?;
+    if kind == Kind::Ddi {
+        return Err("DDI not supported yet".into());
+    }
+    let facts = match &image.facts {
+        Some(f) => f.clone()?,
+        None => return Err("was not opened".into()),
+    };
+    let host = inputs
+        .host
+        .as_ref()
+        .map_err(|e| format!("cannot check against the root: {e}"))?;
+    let file = validate::pick_release(&image.name, &facts.release_files)?;
+    let info = validate::read_release(file)?;
+    validate::release_matches(&info, host, "system")?;
+    if facts.has_os_release {
+        return Err("contains usr/lib/os-release, which only the base OS may carry".into());
+    }
+    if let Some(first) = facts.conflicts.first() {
+        let more = match facts.conflicts.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        return Err(format!("{}{more}", validate::describe(first)));
+    }
+    if facts.content.is_empty() {
+        return Err("has no files under /usr or /opt".into());
+    }
+    for h in &facts.content {
+        if let Some((_, HierarchyState::Unusable { reason })) =
+            inputs.hierarchies.iter().find(|(x, _)| x == h)
+        {
+            return Err(format!(
+                "needs {}, which cannot be merged onto: {reason}",
+                h.path()
+            ));
+        }
+    }
+    Ok(facts.content)
+}
+
+pub fn build(inputs: &Inputs) -> Plan {
+    let mut images: Vec<Decision> = inputs
+        .images
+        .iter()
+        .map(|image| {
+            let (action, content) = match decide(inputs, image) {
+                Ok(content) => (Action::Merge, content),
+                Err(reason) => (Action::Skip { reason }, Vec::new()),
+            };
+            Decision {
+                name: image.name.clone(),
+                path: image.path.clone(),
+                target: image.target.clone(),
+                kind: image.kind.clone().ok(),
+                size: image.size,
+                content,
+                action,
+            }
+        })
+        .collect();
+    images.sort_by(|a, b| version::compare(&a.name, &b.name).then_with(|| a.path.cmp(&b.path)));
+
+    let hierarchies = inputs
+        .hierarchies
+        .iter()
+        .map(|(h, state)| HierarchyPlan {
+            hierarchy: *h,
+            state: state.clone(),
+            layers: images
+                .iter()
+                .rev()
+                .filter(|d| d.action == Action::Merge && d.content.contains(h))
+                .map(|d| d.name.clone())
+                .collect(),
+        })
+        .collect();
+
+    let mut notes = inputs.cmdline.warnings.clone();
+    if let Selection::Only(names) = &inputs.cmdline.selection {
+        for n in names
+            .iter()
+            .filter(|n| !inputs.images.iter().any(|i| &i.name == *n))
+        {
+            notes.push(format!(
+                "rd.sysext names {n}, but no image of that name was found"
+            ));
+        }
+    }
+    if let Err(e) = &inputs.host {
+        notes.push(format!("cannot read the root's os-release: {e}"));
+    }
+    Plan {
+        images,
+        hierarchies,
+        notes,
+    }
+}
+
+impl Plan {
+    /// Names to merge, oldest first: the content of `.systemd-sysext/extensions`.
+    pub fn merged_names(&self) -> Vec<String> {
+        self.images
+            .iter()
+            .filter(|d| d.action == Action::Merge)
+            .map(|d| d.name.clone())
+            .collect()
+    }
+
+    /// Drop an image that failed while applying; it becomes a skip with the failure as reason.
+    pub fn demote(&mut self, name: &str, reason: String) {
+        for d in self.images.iter_mut().filter(|d| d.name == name) {
+            d.action = Action::Skip {
+                reason: reason.clone(),
+            };
+        }
+        for h in &mut self.hierarchies {
+            h.layers.retain(|l| l != name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmdline;
+    use crate::validate::Node;
+
+    fn host() -> Host {
+        Host {
+            id: "debian".into(),
+            id_like: vec![],
+            version_id: Some("13".into()),
+            sysext_level: None,
+            architecture: "x86-64".into(),
+        }
+    }
+
+    fn facts(release: &str) -> Facts {
+        Facts {
+            release_files: vec![ReleaseFile {
+                suffix: "NAME".into(),
+                strict_xattr: None,
+                content: release.as_bytes().to_vec(),
+            }],
+            has_os_release: false,
+            content: vec![Hierarchy::Usr],
+            conflicts: vec![],
+        }
+    }
+
+    fn image(name: &str, f: Facts) -> ImageInput {
+        let mut f = f;
+        for r in &mut f.release_files {
+            if r.suffix == "NAME" {
+                r.suffix = name.into();
+            }
+        }
+        ImageInput {
+            name: name.into(),
+            path: format!("/var/lib/extensions/{name}.raw"),
+            target: None,
+            size: 4096,
+            kind: Ok(Kind::Squashfs),
+            facts: Some(Ok(f)),
+        }
+    }
+
+    fn good(name: &str) -> ImageInput {
+        image(name, facts("ID=debian\nVERSION_ID=13\n"))
+    }
+
+    fn inputs(cmd: &str, images: Vec<ImageInput>) -> Inputs {
+        Inputs {
+            cmdline: cmdline::parse(cmd),
+            host: Ok(host()),
+            hierarchies: vec![
+                (Hierarchy::Usr, HierarchyState::Ready),
+                (Hierarchy::Opt, HierarchyState::Ready),
+            ],
+            images,
+        }
+    }
+
+    fn reason<'a>(plan: &'a Plan, name: &str) -> &'a str {
+        match &plan.images.iter().find(|d| d.name == name).unwrap().action {
+            Action::Skip { reason } => reason,
+            Action::Merge => panic!("{name} was merged"),
+        }
+    }
+
+    fn layers(plan: &Plan, h: Hierarchy) -> Vec<&str> {
+        plan.hierarchies
+            .iter()
+            .find(|p| p.hierarchy == h)
+            .unwrap()
+            .layers
+            .iter()
+            .map(String::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn layer_order_is_version_order_with_newest_on_top() {
+        let mut opt = good("b-tools");
+        opt.facts.as_mut().unwrap().as_mut().unwrap().content =
+            vec![Hierarchy::Usr, Hierarchy::Opt];
+        let plan = build(&inputs(
+            "",
+            vec![good("ext-10"), good("ext-9"), opt, good("a")],
+        ));
+        assert_eq!(
+            layers(&plan, Hierarchy::Usr),
+            ["ext-10", "ext-9", "b-tools", "a"]
+        );
+        assert_eq!(layers(&plan, Hierarchy::Opt), ["b-tools"]);
+        assert_eq!(plan.merged_names(), ["a", "b-tools", "ext-9", "ext-10"]);
+    }
+
+    #[test]
+    fn disabled_skips_everything_and_says_by_what() {
+        let plan = build(&inputs("rd.systemd.sysext=0", vec![good("podman")]));
+        assert_eq!(
+            reason(&plan, "podman"),
+            "merging is disabled by rd.systemd.sysext=0"
+        );
+        assert!(layers(&plan, Hierarchy::Usr).is_empty());
+    }
+
+    #[test]
+    fn selection_by_name() {
+        let plan = build(&inputs(
+            "rd.sysext=podman,missing",
+            vec![good("podman"), good("other")],
+        ));
+        assert_eq!(layers(&plan, Hierarchy::Usr), ["podman"]);
+        assert_eq!(
+            reason(&plan, "other"),
+            "not listed in rd.sysext=podman,missing"
+        );
+        assert_eq!(
+            plan.notes,
+            ["rd.sysext names missing, but no image of that name was found"]
+        );
+    }
+
+    #[test]
+    fn release_mismatch_is_the_reason() {
+        let plan = build(&inputs(
+            "",
+            vec![
+                image("old", facts("ID=debian\nVERSION_ID=12\n")),
+                good("ok"),
+            ],
+        ));
+        assert_eq!(reason(&plan, "old"), "VERSION_ID 12 does not match host 13");
+        assert_eq!(layers(&plan, Hierarchy::Usr), ["ok"]);
+    }
+
+    #[test]
+    fn kinds_and_inspection_failures() {
+        let mut ddi = good("ddi");
+        ddi.kind = Ok(Kind::Ddi);
+        let mut junk = good("junk");
+        junk.kind = Err("is empty (0 bytes)".into());
+        let mut broken = good("broken");
+        broken.facts = Some(Err("mounting erofs failed: invalid argument".into()));
+        let plan = build(&inputs("", vec![ddi, junk, broken]));
+        assert_eq!(reason(&plan, "ddi"), "DDI not supported yet");
+        assert_eq!(reason(&plan, "junk"), "is empty (0 bytes)");
+        assert_eq!(
+            reason(&plan, "broken"),
+            "mounting erofs failed: invalid argument"
+        );
+    }
+
+    #[test]
+    fn forbidden_content_and_conflicts() {
+        let mut os = facts("ID=debian\nVERSION_ID=13\n");
+        os.has_os_release = true;
+        let mut shadow = facts("ID=debian\nVERSION_ID=13\n");
+        shadow.conflicts = vec![
+            Conflict {
+                path: "/usr/sbin".into(),
+                base: Node::Symlink,
+                image: Node::Directory,
+            },
+            Conflict {
+                path: "/usr/lib64".into(),
+                base: Node::Directory,
+                image: Node::Symlink,
+            },
+        ];
+        let mut empty = facts("ID=debian\nVERSION_ID=13\n");
+        empty.content.clear();
+        let plan = build(&inputs(
+            "",
+            vec![
+                image("os", os),
+                image("shadow", shadow),
+                image("empty", empty),
+            ],
+        ));
+        assert_eq!(
+            reason(&plan, "os"),
+            "contains usr/lib/os-release, which only the base OS may carry"
+        );
+        assert_eq!(
+            reason(&plan, "shadow"),
+            "/usr/sbin is a directory in the image and would replace the base's symlink (sysext-bakery#131) (and 1 more)"
+        );
+        assert_eq!(reason(&plan, "empty"), "has no files under /usr or /opt");
+    }
+
+    #[test]
+    fn already_merged_means_hands_off() {
+        let mut i = inputs("", vec![good("podman"), good("new")]);
+        i.hierarchies[0].1 = HierarchyState::Merged {
+            extensions: vec!["podman".into()],
+        };
+        let plan = build(&i);
+        assert_eq!(reason(&plan, "podman"), "already merged into /usr");
+        assert!(reason(&plan, "new").starts_with("/usr is already merged (podman)"));
+        assert!(plan.hierarchies.iter().all(|h| h.layers.is_empty()));
+    }
+
+    #[test]
+    fn unusable_hierarchy_skips_images_that_need_it_only() {
+        let mut i = inputs("", vec![good("usr-only")]);
+        let mut both = good("both");
+        both.facts.as_mut().unwrap().as_mut().unwrap().content =
+            vec![Hierarchy::Usr, Hierarchy::Opt];
+        i.images.push(both);
+        i.hierarchies[1].1 = HierarchyState::Unusable {
+            reason: "/opt is a regular file".into(),
+        };
+        let plan = build(&i);
+        assert_eq!(
+            reason(&plan, "both"),
+            "needs /opt, which cannot be merged onto: /opt is a regular file"
+        );
+        assert_eq!(layers(&plan, Hierarchy::Usr), ["usr-only"]);
+    }
+
+    #[test]
+    fn no_host_release_skips_with_reason() {
+        let mut i = inputs("", vec![good("podman")]);
+        i.host = Err("no os-release".into());
+        let plan = build(&i);
+        assert_eq!(
+            reason(&plan, "podman"),
+            "cannot check against the root: no os-release"
+        );
+        assert_eq!(
+            plan.notes,
+            ["cannot read the root's os-release: no os-release"]
+        );
+    }
+
+    #[test]
+    fn demote_removes_from_every_layer_list() {
+        let mut plan = build(&inputs("", vec![good("a"), good("b")]));
+        plan.demote("a", "overlay refused it".into());
+        assert_eq!(layers(&plan, Hierarchy::Usr), ["b"]);
+        assert_eq!(reason(&plan, "a"), "overlay refused it");
+        assert_eq!(plan.merged_names(), ["b"]);
+    }
+}

@@ -1,0 +1,306 @@
+//! Step 7: say what happened. One log line per decision (to kmsg in the initrd, so the journal
+//! of the booted system has them under `initrd-sysext`), and the plan plus outcome as JSON in
+//! /run/initrd-sysext/report.json, which survives switch-root.
+
+use std::time::Duration;
+
+use log::{info, warn};
+
+use crate::apply::Outcome;
+use crate::json::Json;
+use crate::plan::{Action, Decision, Hierarchy, HierarchyState, Plan};
+
+pub const TARGET: &str = "initrd-sysext";
+pub const DEFAULT_REPORT: &str = "/run/initrd-sysext/report.json";
+
+struct Stderr;
+
+impl log::Log for Stderr {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        eprintln!("{}: {}", TARGET, r.args());
+    }
+    fn flush(&self) {}
+}
+
+/// In the initrd (systemd's test: /etc/initrd-release exists) decisions go to kmsg; elsewhere to
+/// stderr. `INITRD_SYSEXT_LOG=kmsg|stderr` overrides.
+pub fn init_logging() {
+    let kmsg = match std::env::var("INITRD_SYSEXT_LOG").as_deref() {
+        Ok("kmsg") => true,
+        Ok("stderr") => false,
+        _ => std::path::Path::new("/etc/initrd-release").exists(),
+    };
+    let logger: Box<dyn log::Log> =
+        match kmsg.then(|| kernlog::KernelLog::with_level(log::LevelFilter::Info)) {
+            Some(Ok(k)) => Box::new(k),
+            _ => Box::new(Stderr),
+        };
+    if log::set_boxed_logger(logger).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
+pub fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 10 << 20 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+        b if b >= 1 << 10 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
+fn origin(d: &Decision) -> String {
+    match &d.target {
+        Some(t) => format!("{} -> {t}", d.path),
+        None => d.path.clone(),
+    }
+}
+
+/// The line for one image, as the journal shows it.
+pub fn decision_line(d: &Decision, took: Option<Duration>) -> String {
+    match &d.action {
+        Action::Merge => {
+            let kind = d.kind.map(|k| k.to_string()).unwrap_or_default();
+            let what = if d.size > 0 {
+                format!("{kind}, {}", size(d.size))
+            } else {
+                kind
+            };
+            let t = took.map(|t| format!(" in {}", ms(t))).unwrap_or_default();
+            format!("merged {} from {} ({what}){t}", d.name, origin(d))
+        }
+        Action::Skip { reason } => format!("skipped {} ({}): {reason}", d.name, origin(d)),
+    }
+}
+
+pub fn hierarchy_line(h: Hierarchy, o: &Outcome) -> String {
+    match o {
+        Outcome::Merged { layers, took } => {
+            format!(
+                "{}: overlay of {} (top first) over the host, mounted in {}",
+                h.path(),
+                layers.join(", "),
+                ms(*took)
+            )
+        }
+        Outcome::AlreadyMerged { extensions } => {
+            format!(
+                "{}: already merged ({}), left alone",
+                h.path(),
+                extensions.join(", ")
+            )
+        }
+        Outcome::Nothing => format!("{}: nothing to merge", h.path()),
+        Outcome::Failed { reason } => {
+            format!("{}: merge failed, left untouched: {reason}", h.path())
+        }
+    }
+}
+
+/// Log every decision of a merge and the outcome per hierarchy.
+pub fn log_merge(
+    plan: &Plan,
+    outcomes: &[(Hierarchy, Outcome)],
+    took: &dyn Fn(&str) -> Option<Duration>,
+) {
+    for n in &plan.notes {
+        warn!(target: TARGET, "{n}");
+    }
+    for d in &plan.images {
+        match d.action {
+            Action::Merge => info!(target: TARGET, "{}", decision_line(d, took(&d.name))),
+            Action::Skip { .. } => warn!(target: TARGET, "{}", decision_line(d, None)),
+        }
+    }
+    for (h, o) in outcomes {
+        match o {
+            Outcome::Failed { .. } => warn!(target: TARGET, "{}", hierarchy_line(*h, o)),
+            _ => info!(target: TARGET, "{}", hierarchy_line(*h, o)),
+        }
+    }
+}
+
+fn state_json(s: &HierarchyState) -> Json {
+    match s {
+        HierarchyState::Ready => "ready".into(),
+        HierarchyState::Missing => "missing".into(),
+        HierarchyState::Merged { .. } => "merged".into(),
+        HierarchyState::Unusable { reason } => format!("unusable: {reason}").into(),
+    }
+}
+
+fn decision_json(d: &Decision) -> Json {
+    let (action, reason) = match &d.action {
+        Action::Merge => ("merge", None),
+        Action::Skip { reason } => ("skip", Some(reason.clone())),
+    };
+    Json::Obj(vec![
+        ("name", d.name.as_str().into()),
+        ("path", d.path.as_str().into()),
+        ("target", d.target.clone().into()),
+        ("kind", d.kind.map(|k| k.to_string()).into()),
+        ("size", Json::Num(d.size)),
+        ("action", action.into()),
+        ("reason", reason.into()),
+    ])
+}
+
+fn outcome_json(o: &Outcome) -> Json {
+    match o {
+        Outcome::Merged { layers, took } => Json::Obj(vec![
+            ("result", "merged".into()),
+            (
+                "layers",
+                Json::Arr(layers.iter().map(|l| l.as_str().into()).collect()),
+            ),
+            ("ms", Json::Num(took.as_millis() as u64)),
+        ]),
+        Outcome::AlreadyMerged { extensions } => Json::Obj(vec![
+            ("result", "already-merged".into()),
+            (
+                "extensions",
+                Json::Arr(extensions.iter().map(|l| l.as_str().into()).collect()),
+            ),
+        ]),
+        Outcome::Nothing => Json::Obj(vec![("result", "nothing".into())]),
+        Outcome::Failed { reason } => Json::Obj(vec![
+            ("result", "failed".into()),
+            ("reason", reason.as_str().into()),
+        ]),
+    }
+}
+
+/// The plan (and, after a merge, the outcome) as one JSON document.
+pub fn to_json(
+    sysroot: &str,
+    plan: &Plan,
+    outcomes: Option<&[(Hierarchy, Outcome)]>,
+    total: Option<Duration>,
+) -> Json {
+    let hierarchies = plan
+        .hierarchies
+        .iter()
+        .map(|hp| {
+            let mut fields = vec![
+                ("path", hp.hierarchy.path().into()),
+                ("state", state_json(&hp.state)),
+                (
+                    "layers",
+                    Json::Arr(hp.layers.iter().map(|l| l.as_str().into()).collect()),
+                ),
+            ];
+            if let Some((_, o)) =
+                outcomes.and_then(|os| os.iter().find(|(h, _)| *h == hp.hierarchy))
+            {
+                fields.push(("outcome", outcome_json(o)));
+            }
+            Json::Obj(fields)
+        })
+        .collect();
+    Json::Obj(vec![
+        ("version", env!("CARGO_PKG_VERSION").into()),
+        ("sysroot", sysroot.into()),
+        (
+            "images",
+            Json::Arr(plan.images.iter().map(decision_json).collect()),
+        ),
+        ("hierarchies", Json::Arr(hierarchies)),
+        (
+            "notes",
+            Json::Arr(plan.notes.iter().map(|n| n.as_str().into()).collect()),
+        ),
+        (
+            "ms",
+            total
+                .map(|t| Json::Num(t.as_millis() as u64))
+                .unwrap_or(Json::Null),
+        ),
+    ])
+}
+
+/// Write the report atomically (temporary name, then rename), creating its directory.
+pub fn write_report(path: &str, doc: &Json) -> std::io::Result<()> {
+    let p = std::path::Path::new(path);
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, format!("{doc}\n"))?;
+    std::fs::rename(tmp, p)
+}
+
+/// `plan`'s human output: one line per image, then the layer order per hierarchy.
+pub fn plan_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    for n in &plan.notes {
+        out += &format!("note: {n}\n");
+    }
+    for d in &plan.images {
+        let kind = d.kind.map(|k| k.to_string()).unwrap_or_else(|| "-".into());
+        let action = match &d.action {
+            Action::Merge => "merge".to_string(),
+            Action::Skip { reason } => format!("skip: {reason}"),
+        };
+        out += &format!("{}\t{}\t{kind}\t{action}\n", d.name, origin(d));
+    }
+    if plan.images.is_empty() {
+        out += "no extension images found\n";
+    }
+    for hp in &plan.hierarchies {
+        let line = match (&hp.state, hp.layers.is_empty()) {
+            (HierarchyState::Merged { extensions }, _) => {
+                format!("already merged ({}), left alone", extensions.join(", "))
+            }
+            (HierarchyState::Unusable { reason }, _) => format!("cannot be merged onto: {reason}"),
+            (_, true) => "nothing to merge".into(),
+            (_, false) => format!("{} (top first), then the host", hp.layers.join(", ")),
+        };
+        out += &format!("{}: {line}\n", hp.hierarchy.path());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::Kind;
+
+    fn decision(action: Action) -> Decision {
+        Decision {
+            name: "podman".into(),
+            path: "/etc/extensions/podman.raw".into(),
+            target: Some("/opt/extensions/podman/podman-5.4.raw".into()),
+            kind: Some(Kind::Erofs),
+            size: 41 << 20,
+            content: vec![Hierarchy::Usr],
+            action,
+        }
+    }
+
+    #[test]
+    fn lines_name_image_path_and_reason() {
+        assert_eq!(
+            decision_line(&decision(Action::Merge), Some(Duration::from_millis(3))),
+            "merged podman from /etc/extensions/podman.raw -> /opt/extensions/podman/podman-5.4.raw (erofs, 41 MiB) in 3 ms"
+        );
+        assert_eq!(
+            decision_line(&decision(Action::Skip { reason: "VERSION_ID 12 does not match host 13".into() }), None),
+            "skipped podman (/etc/extensions/podman.raw -> /opt/extensions/podman/podman-5.4.raw): VERSION_ID 12 does not match host 13"
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size(41 << 20), "41 MiB");
+        assert_eq!(size(3 << 19), "1.5 MiB");
+        assert_eq!(size(4096), "4 KiB");
+        assert_eq!(size(12), "12 B");
+    }
+}

@@ -1,0 +1,91 @@
+//! fd-based file helpers. Paths inside the sysroot are always resolved with openat2
+//! `RESOLVE_IN_ROOT`, so an absolute symlink such as Flatcar's
+//! `/etc/extensions/podman.raw -> /opt/extensions/…` means `<sysroot>/opt/…`, and `..` can never
+//! climb out of the sysroot.
+
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+
+use crate::error::{Context, Result};
+
+pub fn open_in_root(root: BorrowedFd, path: &str, flags: OFlags) -> std::io::Result<OwnedFd> {
+    let path = path.trim_start_matches('/');
+    let path = if path.is_empty() { "." } else { path };
+    // openat2 refuses flags that O_PATH ignores, so NOCTTY only goes with real opens.
+    let extra = if flags.contains(OFlags::PATH) {
+        OFlags::CLOEXEC
+    } else {
+        OFlags::CLOEXEC | OFlags::NOCTTY
+    };
+    Ok(openat2(
+        root,
+        path,
+        flags | extra,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT,
+    )?)
+}
+
+/// A directory we will list or walk.
+pub fn open_dir_in_root(root: BorrowedFd, path: &str) -> std::io::Result<OwnedFd> {
+    open_in_root(root, path, OFlags::RDONLY | OFlags::DIRECTORY)
+}
+
+/// The magic-link path of an fd: how overlayfs and mount(2) are told about a layer we hold open.
+pub fn proc_path(fd: BorrowedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// The path the kernel has for an fd, for messages and for mountinfo lookups.
+pub fn real_path(fd: BorrowedFd) -> Result<String> {
+    let p =
+        std::fs::read_link(proc_path(fd)).context("reading /proc/self/fd (is /proc mounted?)")?;
+    Ok(p.to_string_lossy().into_owned())
+}
+
+/// Re-open an `O_PATH` fd for reading. We never open an unknown file for reading directly,
+/// because opening a fifo blocks and opening a device can have side effects.
+pub fn reopen_read(fd: BorrowedFd) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        proc_path(fd),
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?)
+}
+
+/// Read at most `max + 1` bytes, so the caller can tell "exactly max" from "too big".
+pub fn read_limited(fd: impl AsFd, max: usize) -> std::io::Result<Vec<u8>> {
+    let file = std::fs::File::from(fd.as_fd().try_clone_to_owned()?);
+    let mut buf = Vec::new();
+    file.take(max as u64 + 1).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Entry names of a directory, sorted, without `.` and `..`.
+pub fn list_dir(fd: BorrowedFd) -> std::io::Result<Vec<String>> {
+    let mut dir = rustix::fs::Dir::read_from(fd)?;
+    let mut names = Vec::new();
+    while let Some(entry) = dir.read() {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name != "." && name != ".." {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+pub fn describe_type(mode: u32) -> &'static str {
+    match rustix::fs::FileType::from_raw_mode(mode) {
+        rustix::fs::FileType::RegularFile => "regular file",
+        rustix::fs::FileType::Directory => "directory",
+        rustix::fs::FileType::Symlink => "symlink",
+        rustix::fs::FileType::Fifo => "fifo",
+        rustix::fs::FileType::Socket => "socket",
+        rustix::fs::FileType::CharacterDevice => "character device",
+        rustix::fs::FileType::BlockDevice => "block device",
+        rustix::fs::FileType::Unknown => "unknown file type",
+    }
+}

@@ -1,0 +1,8 @@
+//! The thin part that makes syscalls: file descriptors resolved inside the root, loop devices and
+//! the new mount API. Everything above it decides; everything here only does, with context on
+//! every error.
+
+pub mod fs;
+pub mod loopdev;
+pub mod mount;
+pub mod staging;

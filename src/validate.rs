@@ -1,0 +1,392 @@
+//! Step 4: does an extension fit this root? Pure rules over plain data, mirroring systemd's
+//! extension-release matching, plus one check of our own: an image must not replace a base
+//! symlink or hide a base directory, because that breaks boot (sysext-bakery#131).
+
+use crate::cmdline::parse_bool;
+use crate::release::{self, ReleaseInfo};
+
+/// What we know of the root we merge into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub id: String,
+    pub id_like: Vec<String>,
+    pub version_id: Option<String>,
+    pub sysext_level: Option<String>,
+    /// systemd's architecture name (`x86-64`, `arm64`, …).
+    pub architecture: String,
+}
+
+impl Host {
+    pub fn from_release(os: &ReleaseInfo, architecture: &str) -> Result<Host, String> {
+        let id = os.value("ID").ok_or("os-release has no ID")?;
+        Ok(Host {
+            id: id.to_string(),
+            id_like: os
+                .get("ID_LIKE")
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+            version_id: os.value("VERSION_ID").map(str::to_owned),
+            sysext_level: os.value("SYSEXT_LEVEL").map(str::to_owned),
+            architecture: architecture.to_string(),
+        })
+    }
+}
+
+/// systemd's name for the architecture this binary runs on.
+pub fn native_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "x86-64",
+        "x86" => "x86",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "riscv64" => "riscv64",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64-le",
+        "powerpc64" => "ppc64",
+        "s390x" => "s390x",
+        "loongarch64" => "loongarch64",
+        other => other,
+    }
+}
+
+/// One `usr/lib/extension-release.d/extension-release.*` file found in an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseFile {
+    /// The part after `extension-release.`.
+    pub suffix: String,
+    /// Value of the `user.extension-release.strict` xattr, if set.
+    pub strict_xattr: Option<String>,
+    pub content: Vec<u8>,
+}
+
+/// Pick the release file systemd would pick for an image called `name`: the exact name, or else
+/// exactly one file whose strict xattr says false (a renamed image, Flatcar#1338).
+pub fn pick_release<'a>(name: &str, files: &'a [ReleaseFile]) -> Result<&'a ReleaseFile, String> {
+    if let Some(f) = files.iter().find(|f| f.suffix == name) {
+        return Ok(f);
+    }
+    let relaxed: Vec<_> = files
+        .iter()
+        .filter(|f| f.strict_xattr.as_deref().and_then(parse_bool) == Some(false))
+        .collect();
+    match relaxed.as_slice() {
+        [one] => Ok(one),
+        [] if files.is_empty() => Err(format!("no usr/lib/extension-release.d/extension-release.{name}")),
+        [] => Err(format!(
+            "no usr/lib/extension-release.d/extension-release.{name}; found {}, which does not set \
+             user.extension-release.strict=false (image renamed?)",
+            files.iter().map(|f| format!("extension-release.{}", f.suffix)).collect::<Vec<_>>().join(", ")
+        )),
+        many => Err(format!(
+            "ambiguous: {} release files allow any image name ({})",
+            many.len(),
+            many.iter().map(|f| format!("extension-release.{}", f.suffix)).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// Parse the chosen release file, naming it in any error.
+pub fn read_release(file: &ReleaseFile) -> Result<ReleaseInfo, String> {
+    let info = release::parse(&file.content)
+        .map_err(|e| format!("extension-release.{} {e}", file.suffix))?;
+    if info.is_empty() {
+        return Err(format!(
+            "extension-release.{} has no KEY=value lines",
+            file.suffix
+        ));
+    }
+    Ok(info)
+}
+
+/// systemd's matching rules, in systemd's order, with a reason a human can act on.
+/// `scope` is `system`: we merge into the real root, even though we run in the initrd.
+pub fn release_matches(ext: &ReleaseInfo, host: &Host, scope: &str) -> Result<(), String> {
+    let scopes: Vec<&str> = match ext.get("SYSEXT_SCOPE") {
+        Some(s) => s.split_whitespace().collect(),
+        None => vec!["system", "portable"],
+    };
+    if !scopes.contains(&scope) {
+        return Err(format!(
+            "SYSEXT_SCOPE \"{}\" does not include \"{scope}\"",
+            scopes.join(" ")
+        ));
+    }
+    if let Some(arch) = ext.value("ARCHITECTURE") {
+        if arch != "_any" && arch != host.architecture {
+            return Err(format!(
+                "ARCHITECTURE {arch} does not match host {}",
+                host.architecture
+            ));
+        }
+    }
+    let id = ext.value("ID").ok_or("extension-release has no ID")?;
+    if id == "_any" {
+        return Ok(());
+    }
+    if id != host.id && !host.id_like.iter().any(|l| l == id) {
+        let like = if host.id_like.is_empty() {
+            String::new()
+        } else {
+            format!(" (ID_LIKE {})", host.id_like.join(" "))
+        };
+        return Err(format!("ID {id} does not match host {}{like}", host.id));
+    }
+    let level = ext.value("SYSEXT_LEVEL");
+    match (&host.sysext_level, level, &host.version_id) {
+        (Some(h), Some(e), _) if h != e => Err(format!("SYSEXT_LEVEL {e} does not match host {h}")),
+        (Some(_), Some(_), _) => Ok(()),
+        (_, _, Some(hv)) => match ext.value("VERSION_ID") {
+            None => Err(format!(
+                "extension-release has no VERSION_ID, host has {hv}"
+            )),
+            Some(v) if v != hv => Err(format!("VERSION_ID {v} does not match host {hv}")),
+            Some(_) => Ok(()),
+        },
+        // A rolling host (no VERSION_ID), or a host with a level the image does not declare.
+        _ => Ok(()),
+    }
+}
+
+/// What sits at a path, in the base or in an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    Directory,
+    Symlink,
+    Other,
+}
+
+/// A path where merging the image would change what the base has in a way that breaks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// Absolute, as the booted system sees it: `/usr/sbin`.
+    pub path: String,
+    pub base: Node,
+    pub image: Node,
+}
+
+/// Whether an image entry of kind `image` over a base entry of kind `base` is refused.
+pub fn conflicts(base: Node, image: Node) -> bool {
+    match base {
+        // A directory or a file over a symlink replaces what the base points to.
+        Node::Symlink => image != Node::Symlink,
+        // Anything but a directory over a directory hides the whole base directory.
+        Node::Directory => image != Node::Directory,
+        Node::Other => false,
+    }
+}
+
+pub fn describe(c: &Conflict) -> String {
+    let what = |n: Node| match n {
+        Node::Directory => "a directory",
+        Node::Symlink => "a symlink",
+        Node::Other => "a file",
+    };
+    let effect = if c.base == Node::Symlink {
+        "would replace the base's symlink"
+    } else {
+        "would hide the base's directory"
+    };
+    format!(
+        "{} is {} in the image and {effect} (sysext-bakery#131)",
+        c.path,
+        what(c.image)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::parse_str;
+
+    fn host() -> Host {
+        Host {
+            id: "debian".into(),
+            id_like: vec![],
+            version_id: Some("13".into()),
+            sysext_level: None,
+            architecture: "x86-64".into(),
+        }
+    }
+
+    fn check(ext: &str, host: &Host) -> Result<(), String> {
+        release_matches(&parse_str(ext), host, "system")
+    }
+
+    #[test]
+    fn matching_image() {
+        assert_eq!(
+            check("ID=debian\nVERSION_ID=13\nARCHITECTURE=x86-64\n", &host()),
+            Ok(())
+        );
+        assert_eq!(check("ID=_any\n", &host()), Ok(()));
+        assert_eq!(
+            check("ID=debian\nVERSION_ID=13\nARCHITECTURE=_any\n", &host()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn mismatches_name_the_field_and_both_values() {
+        assert_eq!(
+            check("ID=fedora\nVERSION_ID=13", &host()).unwrap_err(),
+            "ID fedora does not match host debian"
+        );
+        assert_eq!(
+            check("ID=debian\nVERSION_ID=12", &host()).unwrap_err(),
+            "VERSION_ID 12 does not match host 13"
+        );
+        assert_eq!(
+            check("ID=debian", &host()).unwrap_err(),
+            "extension-release has no VERSION_ID, host has 13"
+        );
+        assert_eq!(
+            check("ID=debian\nVERSION_ID=13\nARCHITECTURE=arm64", &host()).unwrap_err(),
+            "ARCHITECTURE arm64 does not match host x86-64"
+        );
+        assert_eq!(
+            check("VERSION_ID=13", &host()).unwrap_err(),
+            "extension-release has no ID"
+        );
+    }
+
+    #[test]
+    fn scope() {
+        assert_eq!(
+            check(
+                "ID=debian\nVERSION_ID=13\nSYSEXT_SCOPE=initrd portable",
+                &host()
+            )
+            .unwrap_err(),
+            "SYSEXT_SCOPE \"initrd portable\" does not include \"system\""
+        );
+        assert_eq!(
+            check(
+                "ID=debian\nVERSION_ID=13\nSYSEXT_SCOPE=\"initrd system\"",
+                &host()
+            ),
+            Ok(())
+        );
+        // An empty scope list matches nothing.
+        assert!(check("ID=debian\nVERSION_ID=13\nSYSEXT_SCOPE=", &host()).is_err());
+    }
+
+    #[test]
+    fn id_like() {
+        let mut h = host();
+        h.id = "flatcar".into();
+        h.id_like = vec!["coreos".into(), "debian".into()];
+        assert_eq!(check("ID=debian\nVERSION_ID=13", &h), Ok(()));
+        assert_eq!(
+            check("ID=ubuntu\nVERSION_ID=13", &h).unwrap_err(),
+            "ID ubuntu does not match host flatcar (ID_LIKE coreos debian)"
+        );
+    }
+
+    #[test]
+    fn levels_and_rolling_hosts() {
+        let mut h = host();
+        h.sysext_level = Some("1.0".into());
+        assert_eq!(check("ID=debian\nSYSEXT_LEVEL=1.0", &h), Ok(()));
+        assert_eq!(
+            check("ID=debian\nSYSEXT_LEVEL=2.0", &h).unwrap_err(),
+            "SYSEXT_LEVEL 2.0 does not match host 1.0"
+        );
+        // Level on the host but not in the image: VERSION_ID decides.
+        assert_eq!(
+            check("ID=debian\nVERSION_ID=12", &h).unwrap_err(),
+            "VERSION_ID 12 does not match host 13"
+        );
+        h.version_id = None;
+        assert_eq!(check("ID=debian", &h), Ok(()));
+        let rolling = Host {
+            version_id: None,
+            sysext_level: None,
+            ..host()
+        };
+        assert_eq!(check("ID=debian\nVERSION_ID=anything", &rolling), Ok(()));
+    }
+
+    #[test]
+    fn host_from_release() {
+        let h = Host::from_release(
+            &parse_str("ID=debian\nVERSION_ID=\"13\"\nID_LIKE=\"a b\""),
+            "x86-64",
+        )
+        .unwrap();
+        assert_eq!(h.id_like, ["a", "b"]);
+        assert_eq!(h.version_id.as_deref(), Some("13"));
+        assert_eq!(
+            Host::from_release(&parse_str("NAME=x"), "x86-64").unwrap_err(),
+            "os-release has no ID"
+        );
+    }
+
+    fn file(suffix: &str, strict: Option<&str>) -> ReleaseFile {
+        ReleaseFile {
+            suffix: suffix.into(),
+            strict_xattr: strict.map(str::to_owned),
+            content: b"ID=_any\n".to_vec(),
+        }
+    }
+
+    #[test]
+    fn release_file_choice() {
+        let exact = [file("other", Some("0")), file("podman", None)];
+        assert_eq!(pick_release("podman", &exact).unwrap().suffix, "podman");
+        let renamed = [file("podman", None)];
+        let e = pick_release("podman-5.4", &renamed).unwrap_err();
+        assert!(
+            e.contains("found extension-release.podman") && e.contains("strict=false"),
+            "{e}"
+        );
+        let relaxed = [file("podman", Some("false"))];
+        assert_eq!(
+            pick_release("podman-5.4", &relaxed).unwrap().suffix,
+            "podman"
+        );
+        let strict = [file("podman", Some("1"))];
+        assert!(pick_release("podman-5.4", &strict).is_err());
+        let two = [file("a", Some("0")), file("b", Some("no"))];
+        assert!(pick_release("c", &two)
+            .unwrap_err()
+            .starts_with("ambiguous: 2 release files"));
+        assert_eq!(
+            pick_release("x", &[]).unwrap_err(),
+            "no usr/lib/extension-release.d/extension-release.x"
+        );
+    }
+
+    #[test]
+    fn release_file_content_errors_name_the_file() {
+        let mut f = file("podman", None);
+        f.content = b"\x7fELF\0\0".to_vec();
+        assert_eq!(
+            read_release(&f).unwrap_err(),
+            "extension-release.podman is binary (contains NUL bytes)"
+        );
+        f.content = b"# only a comment\n".to_vec();
+        assert_eq!(
+            read_release(&f).unwrap_err(),
+            "extension-release.podman has no KEY=value lines"
+        );
+    }
+
+    #[test]
+    fn conflict_rules() {
+        use Node::*;
+        assert!(conflicts(Symlink, Directory));
+        assert!(conflicts(Symlink, Other));
+        assert!(!conflicts(Symlink, Symlink));
+        assert!(conflicts(Directory, Symlink));
+        assert!(conflicts(Directory, Other));
+        assert!(!conflicts(Directory, Directory));
+        assert!(!conflicts(Other, Other));
+        let c = Conflict {
+            path: "/usr/sbin".into(),
+            base: Symlink,
+            image: Directory,
+        };
+        assert_eq!(describe(&c), "/usr/sbin is a directory in the image and would replace the base's symlink (sysext-bakery#131)");
+    }
+}
