@@ -1,36 +1,14 @@
-//! initrd-sysext: merge systemd system extensions onto the real root in the initrd, before
-//! switch-root, so that PID 1 starts on a /usr that already holds them.
-//!
-//! Boot flow: initrd-sysext.service runs after initrd-fs.target (the sysroot and its /usr are
-//! mounted, Ignition has written /sysroot/etc) and before initrd.target. It reads the kernel
-//! command line, finds images in the sysroot's extension directories, checks each, and mounts
-//! one read-only overlay per hierarchy on /sysroot/usr and /sysroot/opt, in the on-disk format of
-//! systemd-sysext. Any image it cannot use is skipped with a logged reason; boot always goes on.
-
-mod apply;
-mod cmdline;
-mod discover;
-mod error;
-mod inspect;
-mod json;
-mod pipeline;
-mod plan;
-mod release;
-mod report;
-mod state;
-mod sys;
-mod validate;
-mod verify;
-mod version;
+//! The command line of initrd-sysext; the pipeline itself lives in the library.
 
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
-use crate::error::Result;
-use crate::json::Json;
-use crate::pipeline::Options;
-use crate::plan::Hierarchy;
-use crate::sys::fs::open_dir_in_root;
+use initrd_sysext::error::Result;
+use initrd_sysext::json::Json;
+use initrd_sysext::pipeline::{self, Options};
+use initrd_sysext::plan::Hierarchy;
+use initrd_sysext::sys::fs::open_dir_in_root;
+use initrd_sysext::{report, state, sys};
 
 const USAGE: &str = "\
 usage: initrd-sysext COMMAND [OPTIONS]

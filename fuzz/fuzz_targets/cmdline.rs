@@ -1,0 +1,16 @@
+//! The kernel command line parser: never panics, and a name list it accepts holds only names
+//! an image could have.
+#![no_main]
+
+use initrd_sysext::cmdline::{self, Selection};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let c = cmdline::parse(text);
+    if let Selection::Only(names) = &c.selection {
+        for n in names {
+            assert!(!n.is_empty() && !n.contains('/') && !n.starts_with('.'), "{n:?}");
+        }
+    }
+});
