@@ -103,6 +103,38 @@ fn target(root: &OwnedFd, h: Hierarchy) -> Result<Target> {
     })
 }
 
+/// Run `job(0..n)` on a few threads, results in order. Opening an image is mostly waiting for
+/// its loop device to read a few blocks, so several at once overlap those waits. The threads
+/// are gone before staging changes our mount namespace.
+fn parallel<T: Send>(n: usize, job: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |p| p.get() * 2)
+        .min(8)
+        .min(n.max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new((0..n).map(|_| None).collect::<Vec<Option<T>>>());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let r = job(i);
+                results
+                    .lock()
+                    .expect("no worker panics while holding the lock")[i] = Some(r);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("workers finished")
+        .into_iter()
+        .map(|r| r.expect("every job ran"))
+        .collect()
+}
+
 /// Step 3: the kind of a found object, or why it is not an image.
 fn identify(object: &Object, size: u64) -> std::result::Result<Kind, String> {
     let fd = match object {
@@ -145,32 +177,46 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
     let open_images = !matches!(cmdline.selection, Selection::Disabled { .. })
         && plan::already_merged(&hierarchies).is_none();
 
+    let found = discover::discover(root.as_fd(), &mut notes);
+    let kinds: Vec<_> = found
+        .iter()
+        .map(|f| {
+            f.object
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|o| identify(o, f.size))
+        })
+        .collect();
+    let wanted = |i: usize| match (&found[i].object, &kinds[i]) {
+        (Ok(object), Ok(k))
+            if *k != Kind::Ddi && open_images && plan::selected(&cmdline, &found[i].name) =>
+        {
+            Some((object, *k))
+        }
+        _ => None,
+    };
+    let opened = parallel(found.len(), |i| {
+        wanted(i).map(|(object, kind)| {
+            let s = apply::stage(object, kind, &faults).map_err(|e| e.to_string())?;
+            let facts = inspect::inspect(s.mount.as_fd(), &found[i].name, &bases)
+                .map_err(|e| e.to_string())?;
+            Ok((s, facts))
+        })
+    });
     let mut staged = HashMap::new();
     let mut images = Vec::new();
-    for found in discover::discover(root.as_fd(), &mut notes) {
-        let kind = found
-            .object
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|o| identify(o, found.size));
-        let facts = match (&found.object, &kind) {
-            (Ok(object), Ok(k))
-                if *k != Kind::Ddi && open_images && plan::selected(&cmdline, &found.name) =>
-            {
-                let facts = apply::stage(object, *k, &faults).and_then(|s| {
-                    let f = inspect::inspect(s.mount.as_fd(), &found.name, &bases);
-                    staged.insert(found.name.clone(), s);
-                    f
-                });
-                Some(facts.map_err(|e| e.to_string()))
-            }
-            _ => None,
-        };
+    for ((f, kind), opened) in found.into_iter().zip(kinds).zip(opened) {
+        let facts = opened.map(|r| {
+            r.map(|(s, facts)| {
+                staged.insert(f.name.clone(), s);
+                facts
+            })
+        });
         images.push(ImageInput {
-            name: found.name,
-            path: found.path,
-            target: found.target,
-            size: found.size,
+            name: f.name,
+            path: f.path,
+            target: f.target,
+            size: f.size,
             kind,
             facts,
         });
