@@ -276,17 +276,8 @@ impl Plan {
 mod tests {
     use super::*;
     use crate::cmdline;
+    use crate::validate::tests::host;
     use crate::validate::Node;
-
-    fn host() -> Host {
-        Host {
-            id: "debian".into(),
-            id_like: vec![],
-            version_id: Some("13".into()),
-            sysext_level: None,
-            architecture: "x86-64".into(),
-        }
-    }
 
     fn facts(release: &str) -> Facts {
         Facts {

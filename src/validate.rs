@@ -195,11 +195,12 @@ pub fn describe(c: &Conflict) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::release::parse_str;
 
-    fn host() -> Host {
+    /// Debian 13 on x86-64, the host most tests check against.
+    pub(crate) fn host() -> Host {
         Host {
             id: "debian".into(),
             id_like: vec![],

@@ -628,3 +628,30 @@ fn many_layers_merge_in_one_overlay() {
     assert!(out.stdout.contains("rc=0\n128\n129\n"), "{}", out.all());
     assert_eq!(mounts(&out).len(), 1);
 }
+
+#[test]
+fn decisions_reach_the_kernel_log() {
+    let s = Scratch::new();
+    // A name no other run uses, so the line we find is ours.
+    let name = format!(
+        "kmsg-{}-{}",
+        std::process::id(),
+        s.dir
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .rsplit('-')
+            .next()
+            .unwrap()
+    );
+    s.image(&name, GOOD);
+    let out = s.sh_env(&format!("\"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\"; dmesg | grep -F ' merged {name} '"), &[("INITRD_SYSEXT_LOG", "kmsg")]);
+    assert!(
+        out.stdout.contains(&format!("initrd-sysext["))
+            && out.stdout.contains(&format!(
+                "]: merged {name} from /var/lib/extensions/{name}.raw (squashfs"
+            )),
+        "{}",
+        out.all()
+    );
+}
