@@ -67,7 +67,7 @@ fn release_files(image: BorrowedFd, name: &str) -> Result<Vec<ReleaseFile>> {
         {
             continue;
         }
-        let mut xattr = vec![0u8; 64];
+        let mut xattr = [0u8; 64];
         let strict_xattr =
             rustix::fs::fgetxattr(&fd, "user.extension-release.strict", &mut xattr[..])
                 .ok()

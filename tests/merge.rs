@@ -647,7 +647,7 @@ fn decisions_reach_the_kernel_log() {
     s.image(&name, GOOD);
     let out = s.sh_env(&format!("\"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\"; dmesg | grep -F ' merged {name} '"), &[("INITRD_SYSEXT_LOG", "kmsg")]);
     assert!(
-        out.stdout.contains(&format!("initrd-sysext["))
+        out.stdout.contains("initrd-sysext[")
             && out.stdout.contains(&format!(
                 "]: merged {name} from /var/lib/extensions/{name}.raw (squashfs"
             )),
