@@ -34,10 +34,7 @@ pub struct Faults {
 impl Faults {
     pub fn from_env() -> Faults {
         let mut f = Faults::default();
-        for item in std::env::var("INITRD_SYSEXT_TEST_FAULTS")
-            .unwrap_or_default()
-            .split(',')
-        {
+        for item in std::env::var("INITRD_SYSEXT_TEST_FAULTS").unwrap_or_default().split(',') {
             match item.split_once('=') {
                 Some(("overlay", v)) => f.overlay.push(v.into()),
                 Some(("attach", v)) => f.attach.push(v.into()),
@@ -62,25 +59,13 @@ pub fn stage(object: &Object, kind: Kind, faults: &Faults) -> Result<Staged> {
     let mount = match object {
         Object::Dir(fd) => mount::clone_tree_fd(fd.as_fd()).context("cloning the directory")?,
         Object::File(fd) => {
-            let fstype = kind
-                .fstype()
-                .ok_or_else(|| Error::msg(format!("{kind} images cannot be mounted")))?;
+            let fstype = kind.fstype().ok_or_else(|| Error::msg(format!("{kind} images cannot be mounted")))?;
             let backing = reopen_read(fd.as_fd()).context("opening the image for reading")?;
-            let dev = loopdev::attach(
-                backing.as_fd(),
-                faults
-                    .loop_control
-                    .as_deref()
-                    .unwrap_or("/dev/loop-control"),
-            )?;
-            mount::block_fs(fstype, &dev.path)
-                .with_context(|| format!("mounting {fstype} from {}", dev.path))?
+            let dev = loopdev::attach(backing.as_fd(), faults.loop_control.as_deref().unwrap_or("/dev/loop-control"))?;
+            mount::block_fs(fstype, &dev.path).with_context(|| format!("mounting {fstype} from {}", dev.path))?
         }
     };
-    Ok(Staged {
-        mount,
-        took: start.elapsed(),
-    })
+    Ok(Staged { mount, took: start.elapsed() })
 }
 
 /// A hierarchy of the sysroot, as found before merging.
@@ -120,23 +105,16 @@ fn build(
     faults: &Faults,
 ) -> Result<OwnedFd> {
     if let Some(bad) = layers.iter().find(|l| faults.overlay.contains(l)) {
-        return Err(Error::msg(format!(
-            "overlay: injected failure for layer {bad}"
-        )));
+        return Err(Error::msg(format!("overlay: injected failure for layer {bad}")));
     }
     let meta = mount::tmpfs()?;
     state::write_extensions(meta.as_fd(), names)?;
     staging.add(&meta)?;
     // Keep every layer's fd open until the overlay holds its own references.
-    let mut fds = vec![
-        open_in_root(meta.as_fd(), ".", OFlags::PATH | OFlags::DIRECTORY)
-            .context("opening the META layer")?,
-    ];
+    let mut fds =
+        vec![open_in_root(meta.as_fd(), ".", OFlags::PATH | OFlags::DIRECTORY).context("opening the META layer")?];
     for name in layers {
-        let mnt = &staged
-            .get(name)
-            .ok_or_else(|| Error::msg(format!("{name} was not staged")))?
-            .mount;
+        let mnt = &staged.get(name).ok_or_else(|| Error::msg(format!("{name} was not staged")))?.mount;
         // Resolved inside the image: a `usr` symlink in an image cannot point at our own root.
         fds.push(
             open_in_root(mnt.as_fd(), h.dir(), OFlags::PATH | OFlags::DIRECTORY)
@@ -159,25 +137,13 @@ fn build(
 /// Attach a built overlay; keep submounts visible by re-attaching recursive clones of them on top
 /// (Flatcar#2111). The originals stay underneath, so an unmerge gives them back unchanged.
 fn attach(t: &Target, overlay: &OwnedFd, faults: &Faults) -> Result<()> {
-    let fd =
-        t.fd.as_ref()
-            .ok_or_else(|| Error::msg(format!("{} does not exist", t.path)))?;
+    let fd = t.fd.as_ref().ok_or_else(|| Error::msg(format!("{} does not exist", t.path)))?;
     let subs = mount::submounts(&t.path)?;
-    let clones = subs
-        .iter()
-        .map(|p| mount::clone_tree(p))
-        .collect::<Result<Vec<_>>>()?;
-    mount::attach(
-        overlay.as_fd(),
-        fd.as_fd(),
-        &format!("the overlay on {}", t.path),
-    )?;
+    let clones = subs.iter().map(|p| mount::clone_tree(p)).collect::<Result<Vec<_>>>()?;
+    mount::attach(overlay.as_fd(), fd.as_fd(), &format!("the overlay on {}", t.path))?;
     let after = || -> Result<()> {
         if faults.attach.iter().any(|a| a == t.hierarchy.dir()) {
-            return Err(Error::msg(format!(
-                "injected failure after mounting the overlay on {}",
-                t.path
-            )));
+            return Err(Error::msg(format!("injected failure after mounting the overlay on {}", t.path)));
         }
         for (clone, path) in clones.iter().zip(&subs) {
             mount::attach_at(clone.as_fd(), path).context("restoring a submount")?;
@@ -212,21 +178,10 @@ fn build_all(
             if hp.layers.is_empty() || outcomes.contains_key(&hp.hierarchy) {
                 continue;
             }
-            let t = targets
-                .iter()
-                .find(|t| t.hierarchy == hp.hierarchy)
-                .expect("a target per hierarchy");
+            let t = targets.iter().find(|t| t.hierarchy == hp.hierarchy).expect("a target per hierarchy");
             let host = t.fd.as_ref().map(|_| t.path.as_str());
             let start = Instant::now();
-            match build(
-                &mut staging,
-                hp.hierarchy,
-                &hp.layers,
-                &names,
-                staged,
-                host,
-                faults,
-            ) {
+            match build(&mut staging, hp.hierarchy, &hp.layers, &names, staged, host, faults) {
                 Ok(o) => built.push((hp.hierarchy, hp.layers.clone(), o, start.elapsed())),
                 Err(e) => {
                     // Which layers cannot be stacked even alone? Those go; the rest are retried.
@@ -234,26 +189,13 @@ fn build_all(
                         .layers
                         .iter()
                         .filter_map(|l| {
-                            build(
-                                &mut staging,
-                                hp.hierarchy,
-                                std::slice::from_ref(l),
-                                &names,
-                                staged,
-                                None,
-                                faults,
-                            )
-                            .err()
-                            .map(|e| (l.clone(), e))
+                            build(&mut staging, hp.hierarchy, std::slice::from_ref(l), &names, staged, None, faults)
+                                .err()
+                                .map(|e| (l.clone(), e))
                         })
                         .collect();
                     if bad.is_empty() {
-                        outcomes.insert(
-                            hp.hierarchy,
-                            Outcome::Failed {
-                                reason: e.to_string(),
-                            },
-                        );
+                        outcomes.insert(hp.hierarchy, Outcome::Failed { reason: e.to_string() });
                     }
                     for (name, err) in bad {
                         plan.demote(&name, format!("overlay refused it: {err}"));
@@ -279,20 +221,12 @@ pub fn apply(
     let mut outcomes: HashMap<Hierarchy, Outcome> = HashMap::new();
     let built = build_all(plan, staged, targets, faults, &mut outcomes).unwrap_or_else(|e| {
         for hp in plan.hierarchies.iter().filter(|hp| !hp.layers.is_empty()) {
-            outcomes.insert(
-                hp.hierarchy,
-                Outcome::Failed {
-                    reason: e.to_string(),
-                },
-            );
+            outcomes.insert(hp.hierarchy, Outcome::Failed { reason: e.to_string() });
         }
         Vec::new()
     });
     for (h, layers, overlay, took) in built {
-        let t = targets
-            .iter_mut()
-            .find(|t| t.hierarchy == h)
-            .expect("a target per hierarchy");
+        let t = targets.iter_mut().find(|t| t.hierarchy == h).expect("a target per hierarchy");
         if t.fd.is_none() {
             // A missing hierarchy is created, as systemd-sysext does.
             let made = mkdirat(root, h.dir(), Mode::from_raw_mode(0o755))
@@ -304,34 +238,21 @@ pub fn apply(
             match made {
                 Ok(fd) => t.fd = Some(fd),
                 Err(e) => {
-                    outcomes.insert(
-                        h,
-                        Outcome::Failed {
-                            reason: e.to_string(),
-                        },
-                    );
+                    outcomes.insert(h, Outcome::Failed { reason: e.to_string() });
                     continue;
                 }
             }
         }
         let start = Instant::now();
         let outcome = match attach(t, &overlay, faults) {
-            Ok(()) => Outcome::Merged {
-                layers,
-                took: took + start.elapsed(),
-            },
-            Err(e) => Outcome::Failed {
-                reason: e.to_string(),
-            },
+            Ok(()) => Outcome::Merged { layers, took: took + start.elapsed() },
+            Err(e) => Outcome::Failed { reason: e.to_string() },
         };
         outcomes.insert(h, outcome);
     }
     // An image is not merged if every hierarchy it needed failed.
-    let failed: Vec<Hierarchy> = outcomes
-        .iter()
-        .filter(|(_, o)| matches!(o, Outcome::Failed { .. }))
-        .map(|(h, _)| *h)
-        .collect();
+    let failed: Vec<Hierarchy> =
+        outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Failed { .. })).map(|(h, _)| *h).collect();
     let lost: Vec<String> = plan
         .images
         .iter()
@@ -339,18 +260,13 @@ pub fn apply(
         .map(|d| d.name.clone())
         .collect();
     for name in lost {
-        plan.demote(
-            &name,
-            "its hierarchies could not be merged (see above)".into(),
-        );
+        plan.demote(&name, "its hierarchies could not be merged (see above)".into());
     }
     targets
         .iter()
         .map(|t| {
             let o = outcomes.remove(&t.hierarchy).unwrap_or(match &t.state {
-                HierarchyState::Merged { extensions } => Outcome::AlreadyMerged {
-                    extensions: extensions.clone(),
-                },
+                HierarchyState::Merged { extensions } => Outcome::AlreadyMerged { extensions: extensions.clone() },
                 _ => Outcome::Nothing,
             });
             (t.hierarchy, o)

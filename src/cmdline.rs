@@ -62,10 +62,7 @@ fn words(text: &str) -> Vec<String> {
 
 /// A name we accept in `rd.sysext=a,b`: what could be an image name after suffix stripping.
 fn name_is_valid(n: &str) -> bool {
-    !n.is_empty()
-        && !n.starts_with('.')
-        && !n.contains('/')
-        && !n.chars().any(|c| c.is_control() || c.is_whitespace())
+    !n.is_empty() && !n.starts_with('.') && !n.contains('/') && !n.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 pub fn parse(text: &str) -> Cmdline {
@@ -106,10 +103,7 @@ pub fn parse(text: &str) -> Cmdline {
     if let Some(by) = disabled_by {
         selection = Selection::Disabled { by };
     }
-    Cmdline {
-        selection,
-        warnings,
-    }
+    Cmdline { selection, warnings }
 }
 
 #[cfg(test)]
@@ -129,10 +123,7 @@ mod tests {
     #[test]
     fn booleans() {
         for v in ["0", "no", "off", "false", "OFF"] {
-            assert!(
-                matches!(sel(&format!("rd.sysext={v}")), Selection::Disabled { .. }),
-                "{v}"
-            );
+            assert!(matches!(sel(&format!("rd.sysext={v}")), Selection::Disabled { .. }), "{v}");
         }
         for v in ["1", "yes", "on", "true"] {
             assert_eq!(sel(&format!("rd.sysext={v}")), Selection::All, "{v}");
@@ -142,10 +133,7 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(
-            sel("rd.sysext=podman"),
-            Selection::Only(vec!["podman".into()])
-        );
+        assert_eq!(sel("rd.sysext=podman"), Selection::Only(vec!["podman".into()]));
         assert_eq!(
             sel("quiet rd.sysext=podman,kubelet-1.30 ro"),
             Selection::Only(vec!["podman".into(), "kubelet-1.30".into()])
@@ -155,19 +143,12 @@ mod tests {
     #[test]
     fn last_one_wins() {
         assert_eq!(sel("rd.sysext=0 rd.sysext=1"), Selection::All);
-        assert!(matches!(
-            sel("rd.sysext=podman rd.sysext=off"),
-            Selection::Disabled { .. }
-        ));
+        assert!(matches!(sel("rd.sysext=podman rd.sysext=off"), Selection::Disabled { .. }));
     }
 
     #[test]
     fn upstream_switches_disable_and_win() {
-        for s in [
-            "rd.systemd.sysext=0",
-            "systemd.sysext=no",
-            "rd.sysext=podman systemd.sysext=0",
-        ] {
+        for s in ["rd.systemd.sysext=0", "systemd.sysext=no", "rd.sysext=podman systemd.sysext=0"] {
             match sel(s) {
                 Selection::Disabled { by } => assert!(by.contains("sysext="), "{s}: {by}"),
                 other => panic!("{s}: {other:?}"),
@@ -178,12 +159,7 @@ mod tests {
 
     #[test]
     fn bad_values_warn_and_default() {
-        for s in [
-            "rd.sysext=",
-            "rd.sysext=a,,b",
-            "rd.sysext=../etc",
-            "rd.sysext=.hidden",
-        ] {
+        for s in ["rd.sysext=", "rd.sysext=a,,b", "rd.sysext=../etc", "rd.sysext=.hidden"] {
             let c = parse(s);
             assert_eq!(c.selection, Selection::All, "{s}");
             assert_eq!(c.warnings.len(), 1, "{s}");
@@ -196,10 +172,7 @@ mod tests {
 
     #[test]
     fn quotes_group_words() {
-        assert_eq!(
-            sel("foo=\"a b\" rd.sysext=\"podman\""),
-            Selection::Only(vec!["podman".into()])
-        );
+        assert_eq!(sel("foo=\"a b\" rd.sysext=\"podman\""), Selection::Only(vec!["podman".into()]));
         // A quoted space inside a value keeps it one word, which is then not a valid name.
         let c = parse("rd.sysext=\"a b\"");
         assert_eq!(c.selection, Selection::All);

@@ -45,9 +45,7 @@ pub fn image_name(entry: &str, is_dir: bool) -> Result<String, String> {
     let stem = if is_dir {
         entry
     } else {
-        entry
-            .strip_suffix(".raw")
-            .ok_or("not an image: regular files must end in .raw")?
+        entry.strip_suffix(".raw").ok_or("not an image: regular files must end in .raw")?
     };
     let name = stem.strip_suffix(".sysext").unwrap_or(stem);
     if name_is_valid(name) {
@@ -69,17 +67,10 @@ fn open_error(e: Errno, link: Option<&str>) -> String {
 
 /// One search directory's entries, opened. `root_real` is the sysroot's real path, to turn the
 /// kernel's paths back into paths inside the root.
-fn scan_dir(
-    root: BorrowedFd,
-    root_real: &str,
-    dir: &str,
-    notes: &mut Vec<String>,
-) -> Vec<(Found, bool)> {
+fn scan_dir(root: BorrowedFd, root_real: &str, dir: &str, notes: &mut Vec<String>) -> Vec<(Found, bool)> {
     let dirfd = match open_dir_in_root(root, dir) {
         Ok(fd) => fd,
-        Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::NOENT | Errno::NOTDIR)) => {
-            return Vec::new()
-        }
+        Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::NOENT | Errno::NOTDIR)) => return Vec::new(),
         Err(e) => {
             notes.push(format!("cannot read {dir}: {e}"));
             return Vec::new();
@@ -103,19 +94,9 @@ fn scan_dir(
                     .map(|t| t.to_string_lossy().into_owned())
                     .unwrap_or_default()
             });
-        let mut found = Found {
-            name: entry.clone(),
-            path,
-            target: None,
-            size: 0,
-            object: Err(String::new()),
-        };
-        let opened = open_in_root(root, &found.path, OFlags::PATH).map_err(|e| {
-            open_error(
-                Errno::from_io_error(&e).unwrap_or(Errno::IO),
-                link.as_deref(),
-            )
-        });
+        let mut found = Found { name: entry.clone(), path, target: None, size: 0, object: Err(String::new()) };
+        let opened = open_in_root(root, &found.path, OFlags::PATH)
+            .map_err(|e| open_error(Errno::from_io_error(&e).unwrap_or(Errno::IO), link.as_deref()));
         let fd = match opened {
             Ok(fd) => fd,
             Err(reason) => {
@@ -126,12 +107,10 @@ fn scan_dir(
             }
         };
         if link.is_some() {
-            found.target = real_path(fd.as_fd())
-                .ok()
-                .map(|p| match p.strip_prefix(root_real) {
-                    Some(rest) if root_real != "/" => rest.to_string(),
-                    _ => p,
-                });
+            found.target = real_path(fd.as_fd()).ok().map(|p| match p.strip_prefix(root_real) {
+                Some(rest) if root_real != "/" => rest.to_string(),
+                _ => p,
+            });
         }
         let st = match fstat(&fd) {
             Ok(st) => st,
@@ -144,10 +123,7 @@ fn scan_dir(
         let ftype = FileType::from_raw_mode(st.st_mode);
         let is_dir = ftype == FileType::Directory;
         if !is_dir && ftype != FileType::RegularFile {
-            found.object = Err(format!(
-                "is a {}, not a regular file or directory",
-                describe_type(st.st_mode)
-            ));
+            found.object = Err(format!("is a {}, not a regular file or directory", describe_type(st.st_mode)));
             out.push((found, false));
             continue;
         }
@@ -155,11 +131,7 @@ fn scan_dir(
             Ok(name) => {
                 found.name = name;
                 found.size = st.st_size as u64;
-                found.object = Ok(if is_dir {
-                    Object::Dir(fd)
-                } else {
-                    Object::File(fd)
-                });
+                found.object = Ok(if is_dir { Object::Dir(fd) } else { Object::File(fd) });
                 out.push((found, true));
             }
             Err(reason) => {
@@ -181,9 +153,7 @@ pub fn discover(root: BorrowedFd, notes: &mut Vec<String>) -> Vec<Found> {
         for (mut found, claims) in scan_dir(root, &root_real, dir, notes) {
             if claims {
                 if let Some((_, first)) = taken.iter().find(|(n, _)| *n == found.name) {
-                    found.object = Err(format!(
-                        "masked by {first}, which has the same name and comes first"
-                    ));
+                    found.object = Err(format!("masked by {first}, which has the same name and comes first"));
                 } else {
                     taken.push((found.name.clone(), found.path.clone()));
                 }
@@ -205,10 +175,7 @@ mod tests {
         assert_eq!(image_name("podman-5.4.raw", false).unwrap(), "podman-5.4");
         assert_eq!(image_name("podman", true).unwrap(), "podman");
         assert_eq!(image_name("podman.sysext", true).unwrap(), "podman");
-        assert_eq!(
-            image_name("podman.img", false).unwrap_err(),
-            "not an image: regular files must end in .raw"
-        );
+        assert_eq!(image_name("podman.img", false).unwrap_err(), "not an image: regular files must end in .raw");
         assert!(image_name(".raw", false).is_err());
         assert!(image_name("a\u{7}b.raw", false).is_err());
         assert!(image_name(".#tmp.raw", false).is_err());

@@ -14,10 +14,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn msg(context: impl Into<String>) -> Self {
-        Error {
-            context: context.into(),
-            source: None,
-        }
+        Error { context: context.into(), source: None }
     }
 }
 
@@ -40,16 +37,10 @@ pub trait Context<T> {
 
 impl<T> Context<T> for std::result::Result<T, io::Error> {
     fn context(self, what: impl Into<String>) -> Result<T> {
-        self.map_err(|e| Error {
-            context: what.into(),
-            source: Some(e),
-        })
+        self.map_err(|e| Error { context: what.into(), source: Some(e) })
     }
     fn with_context(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|e| Error {
-            context: what(),
-            source: Some(e),
-        })
+        self.map_err(|e| Error { context: what(), source: Some(e) })
     }
 }
 
@@ -64,15 +55,9 @@ impl<T> Context<T> for std::result::Result<T, rustix::io::Errno> {
 
 impl<T> Context<T> for Result<T> {
     fn context(self, what: impl Into<String>) -> Result<T> {
-        self.map_err(|e| Error {
-            context: format!("{}: {}", what.into(), e.context),
-            source: e.source,
-        })
+        self.map_err(|e| Error { context: format!("{}: {}", what.into(), e.context), source: e.source })
     }
     fn with_context(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|e| Error {
-            context: format!("{}: {}", what(), e.context),
-            source: e.source,
-        })
+        self.map_err(|e| Error { context: format!("{}: {}", what(), e.context), source: e.source })
     }
 }

@@ -60,38 +60,22 @@ fn release_files(image: BorrowedFd, name: &str) -> Result<Vec<ReleaseFile>> {
             .map_err(Into::into)
         };
         let Ok(fd) = fd else { continue };
-        if fstat(&fd)
-            .map(|st| FileType::from_raw_mode(st.st_mode))
-            .ok()
-            != Some(FileType::RegularFile)
-        {
+        if fstat(&fd).map(|st| FileType::from_raw_mode(st.st_mode)).ok() != Some(FileType::RegularFile) {
             continue;
         }
         let mut xattr = [0u8; 64];
-        let strict_xattr =
-            rustix::fs::fgetxattr(&fd, "user.extension-release.strict", &mut xattr[..])
-                .ok()
-                .map(|n| String::from_utf8_lossy(&xattr[..n]).trim().to_string());
-        let content =
-            read_limited(&fd, release::MAX_SIZE).with_context(|| format!("reading {path}"))?;
-        out.push(ReleaseFile {
-            suffix: suffix.to_string(),
-            strict_xattr,
-            content,
-        });
+        let strict_xattr = rustix::fs::fgetxattr(&fd, "user.extension-release.strict", &mut xattr[..])
+            .ok()
+            .map(|n| String::from_utf8_lossy(&xattr[..n]).trim().to_string());
+        let content = read_limited(&fd, release::MAX_SIZE).with_context(|| format!("reading {path}"))?;
+        out.push(ReleaseFile { suffix: suffix.to_string(), strict_xattr, content });
     }
     Ok(out)
 }
 
 /// Walk the image's directory against the base's, only where both have directories: below a
 /// path the base lacks, nothing can clash.
-fn walk(
-    image: BorrowedFd,
-    base: BorrowedFd,
-    path: &str,
-    depth: usize,
-    out: &mut Vec<Conflict>,
-) -> Result<()> {
+fn walk(image: BorrowedFd, base: BorrowedFd, path: &str, depth: usize, out: &mut Vec<Conflict>) -> Result<()> {
     if depth > MAX_DEPTH {
         return Ok(());
     }
@@ -99,16 +83,12 @@ fn walk(
         let Ok(theirs) = statat(base, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
         };
-        let ours = statat(image, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
-            .with_context(|| format!("stat {path}/{name}"))?;
+        let ours =
+            statat(image, name.as_str(), AtFlags::SYMLINK_NOFOLLOW).with_context(|| format!("stat {path}/{name}"))?;
         let (b, i) = (node(theirs.st_mode), node(ours.st_mode));
         let child = format!("{path}/{name}");
         if conflicts(b, i) {
-            out.push(Conflict {
-                path: child,
-                base: b,
-                image: i,
-            });
+            out.push(Conflict { path: child, base: b, image: i });
         } else if b == Node::Directory && i == Node::Directory {
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             let sub_image = openat(image, name.as_str(), flags, Mode::empty())
@@ -129,9 +109,7 @@ fn hierarchy_dir(image: BorrowedFd, h: Hierarchy) -> Result<Option<OwnedFd>> {
         Err(e) if missing(&e) => return Ok(None),
         Err(e) => return Err(e).context(format!("opening {} in the image", h.path())),
     };
-    let empty = list_dir(fd.as_fd())
-        .with_context(|| format!("listing {} in the image", h.path()))?
-        .is_empty();
+    let empty = list_dir(fd.as_fd()).with_context(|| format!("listing {} in the image", h.path()))?.is_empty();
     Ok((!empty).then_some(fd))
 }
 
@@ -154,10 +132,5 @@ pub fn inspect(image: BorrowedFd, name: &str, bases: &[(Hierarchy, BorrowedFd)])
             walk(dir.as_fd(), *base, h.path(), 0, &mut clashes)?;
         }
     }
-    Ok(Facts {
-        release_files,
-        has_os_release,
-        content,
-        conflicts: clashes,
-    })
+    Ok(Facts { release_files, has_os_release, content, conflicts: clashes })
 }

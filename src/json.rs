@@ -82,14 +82,8 @@ mod tests {
         let j = Json::Obj(vec![
             ("name", "a\"b\\c\nd\u{1}".into()),
             ("n", Json::Num(3)),
-            (
-                "list",
-                Json::Arr(vec![Json::Num(1), Json::Null, None::<String>.into()]),
-            ),
+            ("list", Json::Arr(vec![Json::Num(1), Json::Null, None::<String>.into()])),
         ]);
-        assert_eq!(
-            j.to_string(),
-            r#"{"name":"a\"b\\c\nd\u0001","n":3,"list":[1,null,null]}"#
-        );
+        assert_eq!(j.to_string(), r#"{"name":"a\"b\\c\nd\u0001","n":3,"list":[1,null,null]}"#);
     }
 }

@@ -47,11 +47,7 @@ fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String
     let mut command = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
         match a.as_str() {
             "--sysroot" => opts.sysroot = value("--sysroot")?,
             "--cmdline" => opts.cmdline = value("--cmdline")?,
@@ -69,11 +65,8 @@ fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String
         }
     }
     // Staging moves us between mount namespaces, which resets the working directory.
-    let absolute = |p: &str| {
-        std::path::absolute(p)
-            .map(|p| p.to_string_lossy().into_owned())
-            .map_err(|e| format!("{p}: {e}"))
-    };
+    let absolute =
+        |p: &str| std::path::absolute(p).map(|p| p.to_string_lossy().into_owned()).map_err(|e| format!("{p}: {e}"));
     opts.sysroot = absolute(&opts.sysroot)?;
     opts.report = absolute(&opts.report)?;
     opts.cmdline = absolute(&opts.cmdline)?;
@@ -110,17 +103,10 @@ fn status(opts: &Options) -> Result<()> {
                     (
                         "extensions",
                         m.as_ref()
-                            .map(|m| {
-                                Json::Arr(m.extensions.iter().map(|e| e.as_str().into()).collect())
-                            })
+                            .map(|m| Json::Arr(m.extensions.iter().map(|e| e.as_str().into()).collect()))
                             .unwrap_or(Json::Null),
                     ),
-                    (
-                        "since",
-                        m.as_ref()
-                            .map(|m| Json::Num(m.since.max(0) as u64))
-                            .unwrap_or(Json::Null),
-                    ),
+                    ("since", m.as_ref().map(|m| Json::Num(m.since.max(0) as u64)).unwrap_or(Json::Null)),
                 ])
             })
             .collect();
@@ -135,12 +121,7 @@ fn status(opts: &Options) -> Result<()> {
     }
     for (h, m) in &rows {
         match m {
-            Some(m) => println!(
-                "{}\t{}\tsince {} (epoch seconds)",
-                h.path(),
-                m.extensions.join(" "),
-                m.since
-            ),
+            Some(m) => println!("{}\t{}\tsince {} (epoch seconds)", h.path(), m.extensions.join(" "), m.since),
             None => println!("{}\tnone", h.path()),
         }
     }
@@ -190,13 +171,9 @@ fn main() -> ExitCode {
     };
     report::init_logging();
     let result = match command {
-        Command::Merge => pipeline::merge(&opts).map(|all_merged| {
-            if all_merged {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }),
+        Command::Merge => {
+            pipeline::merge(&opts).map(|all_merged| if all_merged { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::Plan => plan(&opts).map(|()| ExitCode::SUCCESS),
         Command::Status => status(&opts).map(|()| ExitCode::SUCCESS),
         Command::Unmerge => unmerge(&opts).map(|()| ExitCode::SUCCESS),

@@ -16,9 +16,7 @@ use crate::inspect;
 use crate::plan::{self, Hierarchy, HierarchyState, ImageInput, Inputs, Plan};
 use crate::release;
 use crate::report;
-use crate::sys::fs::{
-    describe_type, open_dir_in_root, open_in_root, read_limited, real_path, reopen_read,
-};
+use crate::sys::fs::{describe_type, open_dir_in_root, open_in_root, read_limited, real_path, reopen_read};
 use crate::validate::{native_architecture, Host};
 use crate::verify::{self, Kind};
 
@@ -38,12 +36,8 @@ pub struct Prepared {
 }
 
 pub fn open_root(sysroot: &str) -> Result<OwnedFd> {
-    rustix::fs::open(
-        sysroot,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .with_context(|| format!("opening the sysroot {sysroot}"))
+    rustix::fs::open(sysroot, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .with_context(|| format!("opening the sysroot {sysroot}"))
 }
 
 /// The root's os-release: /etc first, then /usr/lib, as systemd reads it.
@@ -60,57 +54,32 @@ fn host(root: &OwnedFd) -> std::result::Result<Host, String> {
 }
 
 fn target(root: &OwnedFd, h: Hierarchy) -> Result<Target> {
-    let path = format!(
-        "{}/{}",
-        real_path(root.as_fd())?.trim_end_matches('/'),
-        h.dir()
-    );
+    let path = format!("{}/{}", real_path(root.as_fd())?.trim_end_matches('/'), h.dir());
     let (fd, state) = match open_in_root(root.as_fd(), h.dir(), OFlags::PATH) {
         Err(e) if Errno::from_io_error(&e) == Some(Errno::NOENT) => (None, HierarchyState::Missing),
-        Err(e) => (
-            None,
-            HierarchyState::Unusable {
-                reason: format!("{path}: {e}"),
-            },
-        ),
+        Err(e) => (None, HierarchyState::Unusable { reason: format!("{path}: {e}") }),
         Ok(fd) => {
             let st = fstat(&fd).with_context(|| format!("stat {path}"))?;
             if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
                 let reason = format!("{path} is a {}, not a directory", describe_type(st.st_mode));
                 (None, HierarchyState::Unusable { reason })
             } else {
-                let dir = open_dir_in_root(root.as_fd(), h.dir())
-                    .with_context(|| format!("opening {path}"))?;
-                match crate::state::read(dir.as_fd())
-                    .with_context(|| format!("reading the merge state of {path}"))?
-                {
-                    Some(m) => (
-                        Some(fd),
-                        HierarchyState::Merged {
-                            extensions: m.extensions,
-                        },
-                    ),
+                let dir = open_dir_in_root(root.as_fd(), h.dir()).with_context(|| format!("opening {path}"))?;
+                match crate::state::read(dir.as_fd()).with_context(|| format!("reading the merge state of {path}"))? {
+                    Some(m) => (Some(fd), HierarchyState::Merged { extensions: m.extensions }),
                     None => (Some(fd), HierarchyState::Ready),
                 }
             }
         }
     };
-    Ok(Target {
-        hierarchy: h,
-        path,
-        fd,
-        state,
-    })
+    Ok(Target { hierarchy: h, path, fd, state })
 }
 
 /// Run `job(0..n)` on a few threads, results in order. Opening an image is mostly waiting for
 /// its loop device to read a few blocks, so several at once overlap those waits. The threads
 /// are gone before staging changes our mount namespace.
 fn parallel<T: Send>(n: usize, job: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |p| p.get() * 2)
-        .min(8)
-        .min(n.max(1));
+    let workers = std::thread::available_parallelism().map_or(2, |p| p.get() * 2).min(8).min(n.max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new((0..n).map(|_| None).collect::<Vec<Option<T>>>());
     std::thread::scope(|scope| {
@@ -121,18 +90,11 @@ fn parallel<T: Send>(n: usize, job: impl Fn(usize) -> T + Sync) -> Vec<T> {
                     break;
                 }
                 let r = job(i);
-                results
-                    .lock()
-                    .expect("no worker panics while holding the lock")[i] = Some(r);
+                results.lock().expect("no worker panics while holding the lock")[i] = Some(r);
             });
         }
     });
-    results
-        .into_inner()
-        .expect("workers finished")
-        .into_iter()
-        .map(|r| r.expect("every job ran"))
-        .collect()
+    results.into_inner().expect("workers finished").into_iter().map(|r| r.expect("every job ran")).collect()
 }
 
 /// Step 3: the kind of a found object, or why it is not an image.
@@ -142,8 +104,8 @@ fn identify(object: &Object, size: u64) -> std::result::Result<Kind, String> {
         Object::File(fd) => reopen_read(fd.as_fd()).map_err(|e| format!("cannot open: {e}"))?,
     };
     let mut head = vec![0u8; verify::HEAD_LEN];
-    let n = rustix::io::pread(&fd, &mut head[..], 0)
-        .map_err(|e| format!("cannot read: {}", std::io::Error::from(e)))?;
+    let n =
+        rustix::io::pread(&fd, &mut head[..], 0).map_err(|e| format!("cannot read: {}", std::io::Error::from(e)))?;
     verify::identify(&head[..n], size)
 }
 
@@ -154,43 +116,22 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
     let cmdline = match std::fs::read_to_string(&opts.cmdline) {
         Ok(text) => cmdline::parse(&text),
         Err(e) => {
-            notes.push(format!(
-                "cannot read {}: {e}; using the defaults",
-                opts.cmdline
-            ));
+            notes.push(format!("cannot read {}: {e}; using the defaults", opts.cmdline));
             cmdline::parse("")
         }
     };
-    let targets = Hierarchy::ALL
-        .iter()
-        .map(|h| target(&root, *h))
-        .collect::<Result<Vec<_>>>()?;
-    let hierarchies: Vec<_> = targets
-        .iter()
-        .map(|t| (t.hierarchy, t.state.clone()))
-        .collect();
-    let bases: Vec<_> = targets
-        .iter()
-        .filter_map(|t| t.fd.as_ref().map(|fd| (t.hierarchy, fd.as_fd())))
-        .collect();
+    let targets = Hierarchy::ALL.iter().map(|h| target(&root, *h)).collect::<Result<Vec<_>>>()?;
+    let hierarchies: Vec<_> = targets.iter().map(|t| (t.hierarchy, t.state.clone())).collect();
+    let bases: Vec<_> = targets.iter().filter_map(|t| t.fd.as_ref().map(|fd| (t.hierarchy, fd.as_fd()))).collect();
     // Opening images costs a loop device and a mount each: only do it if they could be merged.
-    let open_images = !matches!(cmdline.selection, Selection::Disabled { .. })
-        && plan::already_merged(&hierarchies).is_none();
+    let open_images =
+        !matches!(cmdline.selection, Selection::Disabled { .. }) && plan::already_merged(&hierarchies).is_none();
 
     let found = discover::discover(root.as_fd(), &mut notes);
-    let kinds: Vec<_> = found
-        .iter()
-        .map(|f| {
-            f.object
-                .as_ref()
-                .map_err(Clone::clone)
-                .and_then(|o| identify(o, f.size))
-        })
-        .collect();
+    let kinds: Vec<_> =
+        found.iter().map(|f| f.object.as_ref().map_err(Clone::clone).and_then(|o| identify(o, f.size))).collect();
     let wanted = |i: usize| match (&found[i].object, &kinds[i]) {
-        (Ok(object), Ok(k))
-            if *k != Kind::Ddi && open_images && plan::selected(&cmdline, &found[i].name) =>
-        {
+        (Ok(object), Ok(k)) if *k != Kind::Ddi && open_images && plan::selected(&cmdline, &found[i].name) => {
             Some((object, *k))
         }
         _ => None,
@@ -198,8 +139,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
     let opened = parallel(found.len(), |i| {
         wanted(i).map(|(object, kind)| {
             let s = apply::stage(object, kind, &faults).map_err(|e| e.to_string())?;
-            let facts = inspect::inspect(s.mount.as_fd(), &found[i].name, &bases)
-                .map_err(|e| e.to_string())?;
+            let facts = inspect::inspect(s.mount.as_fd(), &found[i].name, &bases).map_err(|e| e.to_string())?;
             Ok((s, facts))
         })
     });
@@ -212,44 +152,20 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
                 facts
             })
         });
-        images.push(ImageInput {
-            name: f.name,
-            path: f.path,
-            target: f.target,
-            size: f.size,
-            kind,
-            facts,
-        });
+        images.push(ImageInput { name: f.name, path: f.path, target: f.target, size: f.size, kind, facts });
     }
-    let mut plan = plan::build(&Inputs {
-        cmdline,
-        host: host(&root),
-        hierarchies,
-        images,
-    });
+    let mut plan = plan::build(&Inputs { cmdline, host: host(&root), hierarchies, images });
     plan.notes.splice(0..0, notes);
     // Images we will not merge let go of their loop devices now.
     staged.retain(|name, _| plan.merged_names().contains(name));
-    Ok(Prepared {
-        root,
-        plan,
-        staged,
-        targets,
-        faults,
-    })
+    Ok(Prepared { root, plan, staged, targets, faults })
 }
 
 /// The whole merge. Returns whether every hierarchy that had something to merge got merged.
 pub fn merge(opts: &Options) -> Result<bool> {
     let start = Instant::now();
     let mut p = prepare(opts)?;
-    let outcomes = apply::apply(
-        &mut p.plan,
-        &p.staged,
-        p.root.as_fd(),
-        &mut p.targets,
-        &p.faults,
-    );
+    let outcomes = apply::apply(&mut p.plan, &p.staged, p.root.as_fd(), &mut p.targets, &p.faults);
     let took = |name: &str| p.staged.get(name).map(|s| s.took);
     report::log_merge(&p.plan, &outcomes, &took);
     let total = start.elapsed();
@@ -259,7 +175,5 @@ pub fn merge(opts: &Options) -> Result<bool> {
     if let Err(e) = report::write_report(&opts.report, &doc) {
         log::warn!(target: report::TARGET, "cannot write {}: {e}", opts.report);
     }
-    Ok(!outcomes
-        .iter()
-        .any(|(_, o)| matches!(o, Outcome::Failed { .. })))
+    Ok(!outcomes.iter().any(|(_, o)| matches!(o, Outcome::Failed { .. })))
 }

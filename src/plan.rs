@@ -121,9 +121,7 @@ pub fn selected(cmdline: &Cmdline, name: &str) -> bool {
 }
 
 /// Whether any hierarchy already carries a merge; then we merge nothing (never a second overlay).
-pub fn already_merged(
-    hierarchies: &[(Hierarchy, HierarchyState)],
-) -> Option<(Hierarchy, &[String])> {
+pub fn already_merged(hierarchies: &[(Hierarchy, HierarchyState)]) -> Option<(Hierarchy, &[String])> {
     hierarchies.iter().find_map(|(h, s)| match s {
         HierarchyState::Merged { extensions } => Some((*h, extensions.as_slice())),
         _ => None,
@@ -138,11 +136,7 @@ fn decide(inputs: &Inputs, image: &ImageInput) -> Result<Vec<Hierarchy>, String>
         return Err(if names.contains(&image.name) {
             format!("already merged into {}", h.path())
         } else {
-            format!(
-                "{} is already merged ({}); merging again would stack a second overlay",
-                h.path(),
-                names.join(", ")
-            )
+            format!("{} is already merged ({}); merging again would stack a second overlay", h.path(), names.join(", "))
         });
     }
     if let Selection::Only(names) = &inputs.cmdline.selection {
@@ -158,10 +152,7 @@ fn decide(inputs: &Inputs, image: &ImageInput) -> Result<Vec<Hierarchy>, String>
         Some(f) => f.clone()?,
         None => return Err("was not opened".into()),
     };
-    let host = inputs
-        .host
-        .as_ref()
-        .map_err(|e| format!("cannot check against the root: {e}"))?;
+    let host = inputs.host.as_ref().map_err(|e| format!("cannot check against the root: {e}"))?;
     let file = validate::pick_release(&image.name, &facts.release_files)?;
     let info = validate::read_release(file)?;
     validate::release_matches(&info, host, "system")?;
@@ -179,13 +170,8 @@ fn decide(inputs: &Inputs, image: &ImageInput) -> Result<Vec<Hierarchy>, String>
         return Err("has no files under /usr or /opt".into());
     }
     for h in &facts.content {
-        if let Some((_, HierarchyState::Unusable { reason })) =
-            inputs.hierarchies.iter().find(|(x, _)| x == h)
-        {
-            return Err(format!(
-                "needs {}, which cannot be merged onto: {reason}",
-                h.path()
-            ));
+        if let Some((_, HierarchyState::Unusable { reason })) = inputs.hierarchies.iter().find(|(x, _)| x == h) {
+            return Err(format!("needs {}, which cannot be merged onto: {reason}", h.path()));
         }
     }
     Ok(facts.content)
@@ -230,41 +216,26 @@ pub fn build(inputs: &Inputs) -> Plan {
 
     let mut notes = inputs.cmdline.warnings.clone();
     if let Selection::Only(names) = &inputs.cmdline.selection {
-        for n in names
-            .iter()
-            .filter(|n| !inputs.images.iter().any(|i| &i.name == *n))
-        {
-            notes.push(format!(
-                "rd.sysext names {n}, but no image of that name was found"
-            ));
+        for n in names.iter().filter(|n| !inputs.images.iter().any(|i| &i.name == *n)) {
+            notes.push(format!("rd.sysext names {n}, but no image of that name was found"));
         }
     }
     if let Err(e) = &inputs.host {
         notes.push(format!("cannot read the root's os-release: {e}"));
     }
-    Plan {
-        images,
-        hierarchies,
-        notes,
-    }
+    Plan { images, hierarchies, notes }
 }
 
 impl Plan {
     /// Names to merge, oldest first: the content of `.systemd-sysext/extensions`.
     pub fn merged_names(&self) -> Vec<String> {
-        self.images
-            .iter()
-            .filter(|d| d.action == Action::Merge)
-            .map(|d| d.name.clone())
-            .collect()
+        self.images.iter().filter(|d| d.action == Action::Merge).map(|d| d.name.clone()).collect()
     }
 
     /// Drop an image that failed while applying; it becomes a skip with the failure as reason.
     pub fn demote(&mut self, name: &str, reason: String) {
         for d in self.images.iter_mut().filter(|d| d.name == name) {
-            d.action = Action::Skip {
-                reason: reason.clone(),
-            };
+            d.action = Action::Skip { reason: reason.clone() };
         }
         for h in &mut self.hierarchies {
             h.layers.retain(|l| l != name);
@@ -317,10 +288,7 @@ mod tests {
         Inputs {
             cmdline: cmdline::parse(cmd),
             host: Ok(host()),
-            hierarchies: vec![
-                (Hierarchy::Usr, HierarchyState::Ready),
-                (Hierarchy::Opt, HierarchyState::Ready),
-            ],
+            hierarchies: vec![(Hierarchy::Usr, HierarchyState::Ready), (Hierarchy::Opt, HierarchyState::Ready)],
             images,
         }
     }
@@ -333,29 +301,15 @@ mod tests {
     }
 
     fn layers(plan: &Plan, h: Hierarchy) -> Vec<&str> {
-        plan.hierarchies
-            .iter()
-            .find(|p| p.hierarchy == h)
-            .unwrap()
-            .layers
-            .iter()
-            .map(String::as_str)
-            .collect()
+        plan.hierarchies.iter().find(|p| p.hierarchy == h).unwrap().layers.iter().map(String::as_str).collect()
     }
 
     #[test]
     fn layer_order_is_version_order_with_newest_on_top() {
         let mut opt = good("b-tools");
-        opt.facts.as_mut().unwrap().as_mut().unwrap().content =
-            vec![Hierarchy::Usr, Hierarchy::Opt];
-        let plan = build(&inputs(
-            "",
-            vec![good("ext-10"), good("ext-9"), opt, good("a")],
-        ));
-        assert_eq!(
-            layers(&plan, Hierarchy::Usr),
-            ["ext-10", "ext-9", "b-tools", "a"]
-        );
+        opt.facts.as_mut().unwrap().as_mut().unwrap().content = vec![Hierarchy::Usr, Hierarchy::Opt];
+        let plan = build(&inputs("", vec![good("ext-10"), good("ext-9"), opt, good("a")]));
+        assert_eq!(layers(&plan, Hierarchy::Usr), ["ext-10", "ext-9", "b-tools", "a"]);
         assert_eq!(layers(&plan, Hierarchy::Opt), ["b-tools"]);
         assert_eq!(plan.merged_names(), ["a", "b-tools", "ext-9", "ext-10"]);
     }
@@ -363,39 +317,21 @@ mod tests {
     #[test]
     fn disabled_skips_everything_and_says_by_what() {
         let plan = build(&inputs("rd.systemd.sysext=0", vec![good("podman")]));
-        assert_eq!(
-            reason(&plan, "podman"),
-            "merging is disabled by rd.systemd.sysext=0"
-        );
+        assert_eq!(reason(&plan, "podman"), "merging is disabled by rd.systemd.sysext=0");
         assert!(layers(&plan, Hierarchy::Usr).is_empty());
     }
 
     #[test]
     fn selection_by_name() {
-        let plan = build(&inputs(
-            "rd.sysext=podman,missing",
-            vec![good("podman"), good("other")],
-        ));
+        let plan = build(&inputs("rd.sysext=podman,missing", vec![good("podman"), good("other")]));
         assert_eq!(layers(&plan, Hierarchy::Usr), ["podman"]);
-        assert_eq!(
-            reason(&plan, "other"),
-            "not listed in rd.sysext=podman,missing"
-        );
-        assert_eq!(
-            plan.notes,
-            ["rd.sysext names missing, but no image of that name was found"]
-        );
+        assert_eq!(reason(&plan, "other"), "not listed in rd.sysext=podman,missing");
+        assert_eq!(plan.notes, ["rd.sysext names missing, but no image of that name was found"]);
     }
 
     #[test]
     fn release_mismatch_is_the_reason() {
-        let plan = build(&inputs(
-            "",
-            vec![
-                image("old", facts("ID=debian\nVERSION_ID=12\n")),
-                good("ok"),
-            ],
-        ));
+        let plan = build(&inputs("", vec![image("old", facts("ID=debian\nVERSION_ID=12\n")), good("ok")]));
         assert_eq!(reason(&plan, "old"), "VERSION_ID 12 does not match host 13");
         assert_eq!(layers(&plan, Hierarchy::Usr), ["ok"]);
     }
@@ -411,10 +347,7 @@ mod tests {
         let plan = build(&inputs("", vec![ddi, junk, broken]));
         assert_eq!(reason(&plan, "ddi"), "DDI not supported yet");
         assert_eq!(reason(&plan, "junk"), "is empty (0 bytes)");
-        assert_eq!(
-            reason(&plan, "broken"),
-            "mounting erofs failed: invalid argument"
-        );
+        assert_eq!(reason(&plan, "broken"), "mounting erofs failed: invalid argument");
     }
 
     #[test]
@@ -423,31 +356,13 @@ mod tests {
         os.has_os_release = true;
         let mut shadow = facts("ID=debian\nVERSION_ID=13\n");
         shadow.conflicts = vec![
-            Conflict {
-                path: "/usr/sbin".into(),
-                base: Node::Symlink,
-                image: Node::Directory,
-            },
-            Conflict {
-                path: "/usr/lib64".into(),
-                base: Node::Directory,
-                image: Node::Symlink,
-            },
+            Conflict { path: "/usr/sbin".into(), base: Node::Symlink, image: Node::Directory },
+            Conflict { path: "/usr/lib64".into(), base: Node::Directory, image: Node::Symlink },
         ];
         let mut empty = facts("ID=debian\nVERSION_ID=13\n");
         empty.content.clear();
-        let plan = build(&inputs(
-            "",
-            vec![
-                image("os", os),
-                image("shadow", shadow),
-                image("empty", empty),
-            ],
-        ));
-        assert_eq!(
-            reason(&plan, "os"),
-            "contains usr/lib/os-release, which only the base OS may carry"
-        );
+        let plan = build(&inputs("", vec![image("os", os), image("shadow", shadow), image("empty", empty)]));
+        assert_eq!(reason(&plan, "os"), "contains usr/lib/os-release, which only the base OS may carry");
         assert_eq!(
             reason(&plan, "shadow"),
             "/usr/sbin is a directory in the image and would replace the base's symlink (sysext-bakery#131) (and 1 more)"
@@ -458,9 +373,7 @@ mod tests {
     #[test]
     fn already_merged_means_hands_off() {
         let mut i = inputs("", vec![good("podman"), good("new")]);
-        i.hierarchies[0].1 = HierarchyState::Merged {
-            extensions: vec!["podman".into()],
-        };
+        i.hierarchies[0].1 = HierarchyState::Merged { extensions: vec!["podman".into()] };
         let plan = build(&i);
         assert_eq!(reason(&plan, "podman"), "already merged into /usr");
         assert!(reason(&plan, "new").starts_with("/usr is already merged (podman)"));
@@ -471,17 +384,11 @@ mod tests {
     fn unusable_hierarchy_skips_images_that_need_it_only() {
         let mut i = inputs("", vec![good("usr-only")]);
         let mut both = good("both");
-        both.facts.as_mut().unwrap().as_mut().unwrap().content =
-            vec![Hierarchy::Usr, Hierarchy::Opt];
+        both.facts.as_mut().unwrap().as_mut().unwrap().content = vec![Hierarchy::Usr, Hierarchy::Opt];
         i.images.push(both);
-        i.hierarchies[1].1 = HierarchyState::Unusable {
-            reason: "/opt is a regular file".into(),
-        };
+        i.hierarchies[1].1 = HierarchyState::Unusable { reason: "/opt is a regular file".into() };
         let plan = build(&i);
-        assert_eq!(
-            reason(&plan, "both"),
-            "needs /opt, which cannot be merged onto: /opt is a regular file"
-        );
+        assert_eq!(reason(&plan, "both"), "needs /opt, which cannot be merged onto: /opt is a regular file");
         assert_eq!(layers(&plan, Hierarchy::Usr), ["usr-only"]);
     }
 
@@ -490,14 +397,8 @@ mod tests {
         let mut i = inputs("", vec![good("podman")]);
         i.host = Err("no os-release".into());
         let plan = build(&i);
-        assert_eq!(
-            reason(&plan, "podman"),
-            "cannot check against the root: no os-release"
-        );
-        assert_eq!(
-            plan.notes,
-            ["cannot read the root's os-release: no os-release"]
-        );
+        assert_eq!(reason(&plan, "podman"), "cannot check against the root: no os-release");
+        assert_eq!(plan.notes, ["cannot read the root's os-release: no os-release"]);
     }
 
     #[test]

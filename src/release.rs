@@ -16,11 +16,7 @@ pub struct ReleaseInfo {
 impl ReleaseInfo {
     /// The last assignment wins, as in a shell.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// Like `get`, but an empty value counts as unset (systemd's `isempty()`).
@@ -149,10 +145,7 @@ pub fn parse_str(text: &str) -> ReleaseInfo {
             (Comment, _) | (CommentEscape, _) => Comment,
         };
     }
-    if matches!(
-        state,
-        PreValue | Value | ValueEscape | Single | Double | DoubleEscape
-    ) {
+    if matches!(state, PreValue | Value | ValueEscape | Single | Double | DoubleEscape) {
         finish(&mut key, &mut value, &mut keep);
     }
     ReleaseInfo { pairs }
@@ -211,14 +204,8 @@ mod tests {
 
     #[test]
     fn junk_is_refused_with_a_reason() {
-        assert_eq!(
-            parse(b"ID=x\0\x01\x02").unwrap_err(),
-            "is binary (contains NUL bytes)"
-        );
-        assert_eq!(
-            parse(&[b'I', b'D', b'=', 0xff, 0xfe]).unwrap_err(),
-            "is not valid UTF-8"
-        );
+        assert_eq!(parse(b"ID=x\0\x01\x02").unwrap_err(), "is binary (contains NUL bytes)");
+        assert_eq!(parse(&[b'I', b'D', b'=', 0xff, 0xfe]).unwrap_err(), "is not valid UTF-8");
         let huge = vec![b'#'; MAX_SIZE + 1];
         assert!(parse(&huge).unwrap_err().contains("larger than 64 KiB"));
         assert!(parse(b"").unwrap().is_empty());

@@ -33,11 +33,10 @@ pub fn init_logging() {
         Ok("stderr") => false,
         _ => std::path::Path::new("/etc/initrd-release").exists(),
     };
-    let logger: Box<dyn log::Log> =
-        match kmsg.then(|| kernlog::KernelLog::with_level(log::LevelFilter::Info)) {
-            Some(Ok(k)) => Box::new(k),
-            _ => Box::new(Stderr),
-        };
+    let logger: Box<dyn log::Log> = match kmsg.then(|| kernlog::KernelLog::with_level(log::LevelFilter::Info)) {
+        Some(Ok(k)) => Box::new(k),
+        _ => Box::new(Stderr),
+    };
     if log::set_boxed_logger(logger).is_ok() {
         log::set_max_level(log::LevelFilter::Info);
     }
@@ -68,11 +67,7 @@ pub fn decision_line(d: &Decision, took: Option<Duration>) -> String {
     match &d.action {
         Action::Merge => {
             let kind = d.kind.map(|k| k.to_string()).unwrap_or_default();
-            let what = if d.size > 0 {
-                format!("{kind}, {}", size(d.size))
-            } else {
-                kind
-            };
+            let what = if d.size > 0 { format!("{kind}, {}", size(d.size)) } else { kind };
             let t = took.map(|t| format!(" in {}", ms(t))).unwrap_or_default();
             format!("merged {} from {} ({what}){t}", d.name, origin(d))
         }
@@ -91,11 +86,7 @@ pub fn hierarchy_line(h: Hierarchy, o: &Outcome) -> String {
             )
         }
         Outcome::AlreadyMerged { extensions } => {
-            format!(
-                "{}: already merged ({}), left alone",
-                h.path(),
-                extensions.join(", ")
-            )
+            format!("{}: already merged ({}), left alone", h.path(), extensions.join(", "))
         }
         Outcome::Nothing => format!("{}: nothing to merge", h.path()),
         Outcome::Failed { reason } => {
@@ -105,11 +96,7 @@ pub fn hierarchy_line(h: Hierarchy, o: &Outcome) -> String {
 }
 
 /// Log every decision of a merge and the outcome per hierarchy.
-pub fn log_merge(
-    plan: &Plan,
-    outcomes: &[(Hierarchy, Outcome)],
-    took: &dyn Fn(&str) -> Option<Duration>,
-) {
+pub fn log_merge(plan: &Plan, outcomes: &[(Hierarchy, Outcome)], took: &dyn Fn(&str) -> Option<Duration>) {
     for n in &plan.notes {
         warn!(target: TARGET, "{n}");
     }
@@ -156,34 +143,20 @@ fn outcome_json(o: &Outcome) -> Json {
     match o {
         Outcome::Merged { layers, took } => Json::Obj(vec![
             ("result", "merged".into()),
-            (
-                "layers",
-                Json::Arr(layers.iter().map(|l| l.as_str().into()).collect()),
-            ),
+            ("layers", Json::Arr(layers.iter().map(|l| l.as_str().into()).collect())),
             ("ms", Json::Num(took.as_millis() as u64)),
         ]),
         Outcome::AlreadyMerged { extensions } => Json::Obj(vec![
             ("result", "already-merged".into()),
-            (
-                "extensions",
-                Json::Arr(extensions.iter().map(|l| l.as_str().into()).collect()),
-            ),
+            ("extensions", Json::Arr(extensions.iter().map(|l| l.as_str().into()).collect())),
         ]),
         Outcome::Nothing => Json::Obj(vec![("result", "nothing".into())]),
-        Outcome::Failed { reason } => Json::Obj(vec![
-            ("result", "failed".into()),
-            ("reason", reason.as_str().into()),
-        ]),
+        Outcome::Failed { reason } => Json::Obj(vec![("result", "failed".into()), ("reason", reason.as_str().into())]),
     }
 }
 
 /// The plan (and, after a merge, the outcome) as one JSON document.
-pub fn to_json(
-    sysroot: &str,
-    plan: &Plan,
-    outcomes: Option<&[(Hierarchy, Outcome)]>,
-    total: Option<Duration>,
-) -> Json {
+pub fn to_json(sysroot: &str, plan: &Plan, outcomes: Option<&[(Hierarchy, Outcome)]>, total: Option<Duration>) -> Json {
     let hierarchies = plan
         .hierarchies
         .iter()
@@ -191,14 +164,9 @@ pub fn to_json(
             let mut fields = vec![
                 ("path", hp.hierarchy.path().into()),
                 ("state", state_json(&hp.state)),
-                (
-                    "layers",
-                    Json::Arr(hp.layers.iter().map(|l| l.as_str().into()).collect()),
-                ),
+                ("layers", Json::Arr(hp.layers.iter().map(|l| l.as_str().into()).collect())),
             ];
-            if let Some((_, o)) =
-                outcomes.and_then(|os| os.iter().find(|(h, _)| *h == hp.hierarchy))
-            {
+            if let Some((_, o)) = outcomes.and_then(|os| os.iter().find(|(h, _)| *h == hp.hierarchy)) {
                 fields.push(("outcome", outcome_json(o)));
             }
             Json::Obj(fields)
@@ -207,21 +175,10 @@ pub fn to_json(
     Json::Obj(vec![
         ("version", env!("CARGO_PKG_VERSION").into()),
         ("sysroot", sysroot.into()),
-        (
-            "images",
-            Json::Arr(plan.images.iter().map(decision_json).collect()),
-        ),
+        ("images", Json::Arr(plan.images.iter().map(decision_json).collect())),
         ("hierarchies", Json::Arr(hierarchies)),
-        (
-            "notes",
-            Json::Arr(plan.notes.iter().map(|n| n.as_str().into()).collect()),
-        ),
-        (
-            "ms",
-            total
-                .map(|t| Json::Num(t.as_millis() as u64))
-                .unwrap_or(Json::Null),
-        ),
+        ("notes", Json::Arr(plan.notes.iter().map(|n| n.as_str().into()).collect())),
+        ("ms", total.map(|t| Json::Num(t.as_millis() as u64)).unwrap_or(Json::Null)),
     ])
 }
 

@@ -24,12 +24,8 @@ pub struct Merged {
 
 fn is_mount_root(dir: BorrowedFd) -> Result<bool> {
     let st = statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS).context("statx")?;
-    Ok(st
-        .stx_attributes_mask
-        .contains(rustix::fs::StatxAttributes::MOUNT_ROOT)
-        && st
-            .stx_attributes
-            .contains(rustix::fs::StatxAttributes::MOUNT_ROOT))
+    Ok(st.stx_attributes_mask.contains(rustix::fs::StatxAttributes::MOUNT_ROOT)
+        && st.stx_attributes.contains(rustix::fs::StatxAttributes::MOUNT_ROOT))
 }
 
 pub fn parse_dev(s: &str) -> Option<(u32, u32)> {
@@ -38,13 +34,9 @@ pub fn parse_dev(s: &str) -> Option<(u32, u32)> {
 }
 
 fn read_meta(dir: BorrowedFd, file: &str) -> Option<String> {
-    let fd = openat(
-        dir,
-        format!("{META_DIR}/{file}"),
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-    )
-    .ok()?;
+    let fd =
+        openat(dir, format!("{META_DIR}/{file}"), OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
+            .ok()?;
     String::from_utf8(read_limited(&fd, 1 << 20).ok()?).ok()
 }
 
@@ -61,16 +53,9 @@ pub fn read(dir: BorrowedFd) -> Result<Option<Merged>> {
         // An unpacked copy of a merged tree, not a live merge.
         return Ok(None);
     }
-    let extensions = read_meta(dir, "extensions")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
-    Ok(Some(Merged {
-        extensions,
-        since: st.st_mtime,
-    }))
+    let extensions =
+        read_meta(dir, "extensions").unwrap_or_default().lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    Ok(Some(Merged { extensions, since: st.st_mtime }))
 }
 
 fn write(dir: BorrowedFd, file: &str, content: &str) -> Result<()> {
@@ -81,8 +66,7 @@ fn write(dir: BorrowedFd, file: &str, content: &str) -> Result<()> {
         Mode::from_raw_mode(0o644),
     )
     .with_context(|| format!("creating {META_DIR}/{file}"))?;
-    rustix::io::write(&fd, content.as_bytes())
-        .with_context(|| format!("writing {META_DIR}/{file}"))?;
+    rustix::io::write(&fd, content.as_bytes()).with_context(|| format!("writing {META_DIR}/{file}"))?;
     Ok(())
 }
 
@@ -97,11 +81,7 @@ pub fn write_extensions(meta: BorrowedFd, names: &[String]) -> Result<()> {
 /// mounted overlay is fine here: nothing has looked the file up through the overlay yet.
 pub fn write_dev(meta: BorrowedFd, overlay: BorrowedFd) -> Result<()> {
     let st = fstat(overlay).context("stat of the new overlay")?;
-    write(
-        meta,
-        "dev",
-        &format!("{}:{}\n", major(st.st_dev), minor(st.st_dev)),
-    )
+    write(meta, "dev", &format!("{}:{}\n", major(st.st_dev), minor(st.st_dev)))
 }
 
 #[cfg(test)]

@@ -21,12 +21,7 @@ impl Host {
         let id = os.value("ID").ok_or("os-release has no ID")?;
         Ok(Host {
             id: id.to_string(),
-            id_like: os
-                .get("ID_LIKE")
-                .unwrap_or("")
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect(),
+            id_like: os.get("ID_LIKE").unwrap_or("").split_whitespace().map(str::to_owned).collect(),
             version_id: os.value("VERSION_ID").map(str::to_owned),
             sysext_level: os.value("SYSEXT_LEVEL").map(str::to_owned),
             architecture: architecture.to_string(),
@@ -66,10 +61,8 @@ pub fn pick_release<'a>(name: &str, files: &'a [ReleaseFile]) -> Result<&'a Rele
     if let Some(f) = files.iter().find(|f| f.suffix == name) {
         return Ok(f);
     }
-    let relaxed: Vec<_> = files
-        .iter()
-        .filter(|f| f.strict_xattr.as_deref().and_then(parse_bool) == Some(false))
-        .collect();
+    let relaxed: Vec<_> =
+        files.iter().filter(|f| f.strict_xattr.as_deref().and_then(parse_bool) == Some(false)).collect();
     match relaxed.as_slice() {
         [one] => Ok(one),
         [] if files.is_empty() => Err(format!("no usr/lib/extension-release.d/extension-release.{name}")),
@@ -88,13 +81,9 @@ pub fn pick_release<'a>(name: &str, files: &'a [ReleaseFile]) -> Result<&'a Rele
 
 /// Parse the chosen release file, naming it in any error.
 pub fn read_release(file: &ReleaseFile) -> Result<ReleaseInfo, String> {
-    let info = release::parse(&file.content)
-        .map_err(|e| format!("extension-release.{} {e}", file.suffix))?;
+    let info = release::parse(&file.content).map_err(|e| format!("extension-release.{} {e}", file.suffix))?;
     if info.is_empty() {
-        return Err(format!(
-            "extension-release.{} has no KEY=value lines",
-            file.suffix
-        ));
+        return Err(format!("extension-release.{} has no KEY=value lines", file.suffix));
     }
     Ok(info)
 }
@@ -107,17 +96,11 @@ pub fn release_matches(ext: &ReleaseInfo, host: &Host, scope: &str) -> Result<()
         None => vec!["system", "portable"],
     };
     if !scopes.contains(&scope) {
-        return Err(format!(
-            "SYSEXT_SCOPE \"{}\" does not include \"{scope}\"",
-            scopes.join(" ")
-        ));
+        return Err(format!("SYSEXT_SCOPE \"{}\" does not include \"{scope}\"", scopes.join(" ")));
     }
     if let Some(arch) = ext.value("ARCHITECTURE") {
         if arch != "_any" && arch != host.architecture {
-            return Err(format!(
-                "ARCHITECTURE {arch} does not match host {}",
-                host.architecture
-            ));
+            return Err(format!("ARCHITECTURE {arch} does not match host {}", host.architecture));
         }
     }
     let id = ext.value("ID").ok_or("extension-release has no ID")?;
@@ -125,11 +108,8 @@ pub fn release_matches(ext: &ReleaseInfo, host: &Host, scope: &str) -> Result<()
         return Ok(());
     }
     if id != host.id && !host.id_like.iter().any(|l| l == id) {
-        let like = if host.id_like.is_empty() {
-            String::new()
-        } else {
-            format!(" (ID_LIKE {})", host.id_like.join(" "))
-        };
+        let like =
+            if host.id_like.is_empty() { String::new() } else { format!(" (ID_LIKE {})", host.id_like.join(" ")) };
         return Err(format!("ID {id} does not match host {}{like}", host.id));
     }
     let level = ext.value("SYSEXT_LEVEL");
@@ -137,9 +117,7 @@ pub fn release_matches(ext: &ReleaseInfo, host: &Host, scope: &str) -> Result<()
         (Some(h), Some(e), _) if h != e => Err(format!("SYSEXT_LEVEL {e} does not match host {h}")),
         (Some(_), Some(_), _) => Ok(()),
         (_, _, Some(hv)) => match ext.value("VERSION_ID") {
-            None => Err(format!(
-                "extension-release has no VERSION_ID, host has {hv}"
-            )),
+            None => Err(format!("extension-release has no VERSION_ID, host has {hv}")),
             Some(v) if v != hv => Err(format!("VERSION_ID {v} does not match host {hv}")),
             Some(_) => Ok(()),
         },
@@ -182,16 +160,9 @@ pub fn describe(c: &Conflict) -> String {
         Node::Symlink => "a symlink",
         Node::Other => "a file",
     };
-    let effect = if c.base == Node::Symlink {
-        "would replace the base's symlink"
-    } else {
-        "would hide the base's directory"
-    };
-    format!(
-        "{} is {} in the image and {effect} (sysext-bakery#131)",
-        c.path,
-        what(c.image)
-    )
+    let effect =
+        if c.base == Node::Symlink { "would replace the base's symlink" } else { "would hide the base's directory" };
+    format!("{} is {} in the image and {effect} (sysext-bakery#131)", c.path, what(c.image))
 }
 
 #[cfg(test)]
@@ -216,58 +187,30 @@ pub(crate) mod tests {
 
     #[test]
     fn matching_image() {
-        assert_eq!(
-            check("ID=debian\nVERSION_ID=13\nARCHITECTURE=x86-64\n", &host()),
-            Ok(())
-        );
+        assert_eq!(check("ID=debian\nVERSION_ID=13\nARCHITECTURE=x86-64\n", &host()), Ok(()));
         assert_eq!(check("ID=_any\n", &host()), Ok(()));
-        assert_eq!(
-            check("ID=debian\nVERSION_ID=13\nARCHITECTURE=_any\n", &host()),
-            Ok(())
-        );
+        assert_eq!(check("ID=debian\nVERSION_ID=13\nARCHITECTURE=_any\n", &host()), Ok(()));
     }
 
     #[test]
     fn mismatches_name_the_field_and_both_values() {
-        assert_eq!(
-            check("ID=fedora\nVERSION_ID=13", &host()).unwrap_err(),
-            "ID fedora does not match host debian"
-        );
-        assert_eq!(
-            check("ID=debian\nVERSION_ID=12", &host()).unwrap_err(),
-            "VERSION_ID 12 does not match host 13"
-        );
-        assert_eq!(
-            check("ID=debian", &host()).unwrap_err(),
-            "extension-release has no VERSION_ID, host has 13"
-        );
+        assert_eq!(check("ID=fedora\nVERSION_ID=13", &host()).unwrap_err(), "ID fedora does not match host debian");
+        assert_eq!(check("ID=debian\nVERSION_ID=12", &host()).unwrap_err(), "VERSION_ID 12 does not match host 13");
+        assert_eq!(check("ID=debian", &host()).unwrap_err(), "extension-release has no VERSION_ID, host has 13");
         assert_eq!(
             check("ID=debian\nVERSION_ID=13\nARCHITECTURE=arm64", &host()).unwrap_err(),
             "ARCHITECTURE arm64 does not match host x86-64"
         );
-        assert_eq!(
-            check("VERSION_ID=13", &host()).unwrap_err(),
-            "extension-release has no ID"
-        );
+        assert_eq!(check("VERSION_ID=13", &host()).unwrap_err(), "extension-release has no ID");
     }
 
     #[test]
     fn scope() {
         assert_eq!(
-            check(
-                "ID=debian\nVERSION_ID=13\nSYSEXT_SCOPE=initrd portable",
-                &host()
-            )
-            .unwrap_err(),
+            check("ID=debian\nVERSION_ID=13\nSYSEXT_SCOPE=initrd portable", &host()).unwrap_err(),
             "SYSEXT_SCOPE \"initrd portable\" does not include \"system\""
         );
-        assert_eq!(
-            check(
-                "ID=debian\nVERSION_ID=13\nSYSEXT_SCOPE=\"initrd system\"",
-                &host()
-            ),
-            Ok(())
-        );
+        assert_eq!(check("ID=debian\nVERSION_ID=13\nSYSEXT_SCOPE=\"initrd system\"", &host()), Ok(()));
         // An empty scope list matches nothing.
         assert!(check("ID=debian\nVERSION_ID=13\nSYSEXT_SCOPE=", &host()).is_err());
     }
@@ -289,46 +232,25 @@ pub(crate) mod tests {
         let mut h = host();
         h.sysext_level = Some("1.0".into());
         assert_eq!(check("ID=debian\nSYSEXT_LEVEL=1.0", &h), Ok(()));
-        assert_eq!(
-            check("ID=debian\nSYSEXT_LEVEL=2.0", &h).unwrap_err(),
-            "SYSEXT_LEVEL 2.0 does not match host 1.0"
-        );
+        assert_eq!(check("ID=debian\nSYSEXT_LEVEL=2.0", &h).unwrap_err(), "SYSEXT_LEVEL 2.0 does not match host 1.0");
         // Level on the host but not in the image: VERSION_ID decides.
-        assert_eq!(
-            check("ID=debian\nVERSION_ID=12", &h).unwrap_err(),
-            "VERSION_ID 12 does not match host 13"
-        );
+        assert_eq!(check("ID=debian\nVERSION_ID=12", &h).unwrap_err(), "VERSION_ID 12 does not match host 13");
         h.version_id = None;
         assert_eq!(check("ID=debian", &h), Ok(()));
-        let rolling = Host {
-            version_id: None,
-            sysext_level: None,
-            ..host()
-        };
+        let rolling = Host { version_id: None, sysext_level: None, ..host() };
         assert_eq!(check("ID=debian\nVERSION_ID=anything", &rolling), Ok(()));
     }
 
     #[test]
     fn host_from_release() {
-        let h = Host::from_release(
-            &parse_str("ID=debian\nVERSION_ID=\"13\"\nID_LIKE=\"a b\""),
-            "x86-64",
-        )
-        .unwrap();
+        let h = Host::from_release(&parse_str("ID=debian\nVERSION_ID=\"13\"\nID_LIKE=\"a b\""), "x86-64").unwrap();
         assert_eq!(h.id_like, ["a", "b"]);
         assert_eq!(h.version_id.as_deref(), Some("13"));
-        assert_eq!(
-            Host::from_release(&parse_str("NAME=x"), "x86-64").unwrap_err(),
-            "os-release has no ID"
-        );
+        assert_eq!(Host::from_release(&parse_str("NAME=x"), "x86-64").unwrap_err(), "os-release has no ID");
     }
 
     fn file(suffix: &str, strict: Option<&str>) -> ReleaseFile {
-        ReleaseFile {
-            suffix: suffix.into(),
-            strict_xattr: strict.map(str::to_owned),
-            content: b"ID=_any\n".to_vec(),
-        }
+        ReleaseFile { suffix: suffix.into(), strict_xattr: strict.map(str::to_owned), content: b"ID=_any\n".to_vec() }
     }
 
     #[test]
@@ -337,40 +259,23 @@ pub(crate) mod tests {
         assert_eq!(pick_release("podman", &exact).unwrap().suffix, "podman");
         let renamed = [file("podman", None)];
         let e = pick_release("podman-5.4", &renamed).unwrap_err();
-        assert!(
-            e.contains("found extension-release.podman") && e.contains("strict=false"),
-            "{e}"
-        );
+        assert!(e.contains("found extension-release.podman") && e.contains("strict=false"), "{e}");
         let relaxed = [file("podman", Some("false"))];
-        assert_eq!(
-            pick_release("podman-5.4", &relaxed).unwrap().suffix,
-            "podman"
-        );
+        assert_eq!(pick_release("podman-5.4", &relaxed).unwrap().suffix, "podman");
         let strict = [file("podman", Some("1"))];
         assert!(pick_release("podman-5.4", &strict).is_err());
         let two = [file("a", Some("0")), file("b", Some("no"))];
-        assert!(pick_release("c", &two)
-            .unwrap_err()
-            .starts_with("ambiguous: 2 release files"));
-        assert_eq!(
-            pick_release("x", &[]).unwrap_err(),
-            "no usr/lib/extension-release.d/extension-release.x"
-        );
+        assert!(pick_release("c", &two).unwrap_err().starts_with("ambiguous: 2 release files"));
+        assert_eq!(pick_release("x", &[]).unwrap_err(), "no usr/lib/extension-release.d/extension-release.x");
     }
 
     #[test]
     fn release_file_content_errors_name_the_file() {
         let mut f = file("podman", None);
         f.content = b"\x7fELF\0\0".to_vec();
-        assert_eq!(
-            read_release(&f).unwrap_err(),
-            "extension-release.podman is binary (contains NUL bytes)"
-        );
+        assert_eq!(read_release(&f).unwrap_err(), "extension-release.podman is binary (contains NUL bytes)");
         f.content = b"# only a comment\n".to_vec();
-        assert_eq!(
-            read_release(&f).unwrap_err(),
-            "extension-release.podman has no KEY=value lines"
-        );
+        assert_eq!(read_release(&f).unwrap_err(), "extension-release.podman has no KEY=value lines");
     }
 
     #[test]
@@ -383,11 +288,10 @@ pub(crate) mod tests {
         assert!(conflicts(Directory, Other));
         assert!(!conflicts(Directory, Directory));
         assert!(!conflicts(Other, Other));
-        let c = Conflict {
-            path: "/usr/sbin".into(),
-            base: Symlink,
-            image: Directory,
-        };
-        assert_eq!(describe(&c), "/usr/sbin is a directory in the image and would replace the base's symlink (sysext-bakery#131)");
+        let c = Conflict { path: "/usr/sbin".into(), base: Symlink, image: Directory };
+        assert_eq!(
+            describe(&c),
+            "/usr/sbin is a directory in the image and would replace the base's symlink (sysext-bakery#131)"
+        );
     }
 }

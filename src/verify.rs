@@ -61,21 +61,11 @@ pub fn identify(head: &[u8], size: u64) -> Result<Kind, String> {
     } else if le32(head, 1024) == Some(0xE0F5_E1E2) {
         // Block count times block size; blkszbits is a byte at offset 12 of the superblock.
         let bits = head.get(1024 + 12).copied().unwrap_or(0) as u32;
-        (
-            Kind::Erofs,
-            le32(head, 1024 + 36).and_then(|n| n.checked_shl(bits).filter(|_| bits < 32)),
-        )
+        (Kind::Erofs, le32(head, 1024 + 36).and_then(|n| n.checked_shl(bits).filter(|_| bits < 32)))
     } else if le16(head, 1024 + 0x38) == Some(0xEF53) {
         let shift = le32(head, 1024 + 24).unwrap_or(0);
-        let block = if shift < 16 {
-            Some(1024u64 << shift)
-        } else {
-            None
-        };
-        (
-            Kind::Ext4,
-            le32(head, 1024 + 4).zip(block).map(|(n, b)| n * b),
-        )
+        let block = if shift < 16 { Some(1024u64 << shift) } else { None };
+        (Kind::Ext4, le32(head, 1024 + 4).zip(block).map(|(n, b)| n * b))
     } else if head.get(512..520) == Some(b"EFI PART") || head.get(4096..4104) == Some(b"EFI PART") {
         return Ok(Kind::Ddi);
     } else {
@@ -85,13 +75,9 @@ pub fn identify(head: &[u8], size: u64) -> Result<Kind, String> {
         ));
     };
     match claimed {
-        Some(n) if n > size => Err(format!(
-            "is truncated: its {kind} superblock says {n} bytes, the file has {size}"
-        )),
+        Some(n) if n > size => Err(format!("is truncated: its {kind} superblock says {n} bytes, the file has {size}")),
         Some(_) => Ok(kind),
-        None => Err(format!(
-            "has an unreadable {kind} superblock ({size} bytes)"
-        )),
+        None => Err(format!("has an unreadable {kind} superblock ({size} bytes)")),
     }
 }
 
@@ -131,26 +117,16 @@ mod tests {
     #[test]
     fn truncation_is_named() {
         let e = identify(&squashfs(1 << 20), 4096).unwrap_err();
-        assert_eq!(
-            e,
-            "is truncated: its squashfs superblock says 1048576 bytes, the file has 4096"
-        );
-        assert!(identify(&erofs(100, 12), 8192)
-            .unwrap_err()
-            .starts_with("is truncated: its erofs"));
-        assert!(identify(b"hsqs", 4)
-            .unwrap_err()
-            .contains("unreadable squashfs superblock"));
+        assert_eq!(e, "is truncated: its squashfs superblock says 1048576 bytes, the file has 4096");
+        assert!(identify(&erofs(100, 12), 8192).unwrap_err().starts_with("is truncated: its erofs"));
+        assert!(identify(b"hsqs", 4).unwrap_err().contains("unreadable squashfs superblock"));
     }
 
     #[test]
     fn junk_and_empty() {
         assert_eq!(identify(&[], 0).unwrap_err(), "is empty (0 bytes)");
         let e = identify(b"hello, I am a text file\n", 24).unwrap_err();
-        assert!(
-            e.starts_with("is not a squashfs, erofs, ext4 or GPT image"),
-            "{e}"
-        );
+        assert!(e.starts_with("is not a squashfs, erofs, ext4 or GPT image"), "{e}");
     }
 
     #[test]

@@ -5,15 +5,11 @@ mod common;
 use common::*;
 
 /// The mount table lines (mountinfo) under the sysroot, shown from inside the namespace.
-const MOUNTS: &str = "echo '--mounts'; findmnt -rn -o TARGET,FSTYPE,SOURCE | awk -v s=\"$S\" 'index($1, s) == 1'; echo '--end'";
+const MOUNTS: &str =
+    "echo '--mounts'; findmnt -rn -o TARGET,FSTYPE,SOURCE | awk -v s=\"$S\" 'index($1, s) == 1'; echo '--end'";
 
 fn mounts(out: &Output) -> Vec<String> {
-    let s = out
-        .stdout
-        .split("--mounts\n")
-        .nth(1)
-        .and_then(|r| r.split("--end").next())
-        .unwrap_or("");
+    let s = out.stdout.split("--mounts\n").nth(1).and_then(|r| r.split("--end").next()).unwrap_or("");
     s.lines().map(str::to_owned).collect()
 }
 
@@ -22,27 +18,15 @@ fn merges_squashfs_and_erofs_in_version_order_in_systemd_format() {
     let s = Scratch::new();
     let a = s.tree(
         "tool-1",
-        &[
-            ("usr/lib/extension-release.d/extension-release.tool-1", GOOD),
-            ("usr/bin/tool", "from tool-1\n"),
-        ],
+        &[("usr/lib/extension-release.d/extension-release.tool-1", GOOD), ("usr/bin/tool", "from tool-1\n")],
     );
     let b = s.tree(
         "tool-10",
-        &[
-            (
-                "usr/lib/extension-release.d/extension-release.tool-10",
-                GOOD,
-            ),
-            ("usr/bin/tool", "from tool-10\n"),
-        ],
+        &[("usr/lib/extension-release.d/extension-release.tool-10", GOOD), ("usr/bin/tool", "from tool-10\n")],
     );
     let c = s.tree(
         "tool-9",
-        &[
-            ("usr/lib/extension-release.d/extension-release.tool-9", GOOD),
-            ("usr/bin/tool", "from tool-9\n"),
-        ],
+        &[("usr/lib/extension-release.d/extension-release.tool-9", GOOD), ("usr/bin/tool", "from tool-9\n")],
     );
     s.squashfs(&a, "var/lib/extensions/tool-1.raw");
     s.erofs(&b, "var/lib/extensions/tool-10.raw");
@@ -53,44 +37,21 @@ fn merges_squashfs_and_erofs_in_version_order_in_systemd_format() {
     ));
     assert!(out.stdout.contains("rc=0"), "{}", out.all());
     // The name that sorts last by version (tool-10, not tool-9) is the top layer.
-    assert!(
-        out.stdout
-            .contains("from tool-10\nbase\ntool-1\ntool-9\ntool-10\n"),
-        "{}",
-        out.all()
-    );
+    assert!(out.stdout.contains("from tool-10\nbase\ntool-1\ntool-9\ntool-10\n"), "{}", out.all());
     let devline = out.stdout.lines().find(|l| l.starts_with("dev=")).unwrap();
-    let (dev, stat) = devline
-        .trim_start_matches("dev=")
-        .split_once(" stat=")
-        .unwrap();
+    let (dev, stat) = devline.trim_start_matches("dev=").split_once(" stat=").unwrap();
     assert_eq!(dev, stat, "the dev file must hold the overlay's own st_dev");
     // Only the overlay is in the mount table: no staging mounts, no image mounts.
     let m = mounts(&out);
-    assert_eq!(
-        m,
-        [format!("{}/usr overlay sysext", s.sysroot.display())],
-        "{}",
-        out.all()
-    );
-    assert!(
-        out.stderr
-            .contains("merged tool-10 from /var/lib/extensions/tool-10.raw (erofs, "),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr
-            .contains("/usr: overlay of tool-10, tool-9, tool-1 (top first)"),
-        "{}",
-        out.stderr
-    );
+    assert_eq!(m, [format!("{}/usr overlay sysext", s.sysroot.display())], "{}", out.all());
+    assert!(out.stderr.contains("merged tool-10 from /var/lib/extensions/tool-10.raw (erofs, "), "{}", out.stderr);
+    assert!(out.stderr.contains("/usr: overlay of tool-10, tool-9, tool-1 (top first)"), "{}", out.stderr);
     let report = s.report();
-    assert!(report.contains(r#""name":"tool-10","path":"/var/lib/extensions/tool-10.raw","target":null,"kind":"erofs""#), "{report}");
     assert!(
-        report.contains(r#""layers":["tool-10","tool-9","tool-1"]"#),
+        report.contains(r#""name":"tool-10","path":"/var/lib/extensions/tool-10.raw","target":null,"kind":"erofs""#),
         "{report}"
     );
+    assert!(report.contains(r#""layers":["tool-10","tool-9","tool-1"]"#), "{report}");
 }
 
 #[test]
@@ -104,11 +65,7 @@ fn systemd_sysext_recognises_and_unmerges_our_merge() {
     ));
     assert!(out.stdout.contains("rc=0"), "{}", out.all());
     // systemd-sysext sees its own format: it refuses to merge again and unmerges cleanly.
-    assert!(
-        out.stdout.contains("already merged") && out.stdout.contains("sd-merge-rc=1"),
-        "{}",
-        out.all()
-    );
+    assert!(out.stdout.contains("already merged") && out.stdout.contains("sd-merge-rc=1"), "{}", out.all());
     assert!(out.stdout.contains("sd-unmerge-rc=0"), "{}", out.all());
     assert!(
         out.stdout.contains("base-tool\n--mounts\n--end\n0\n"),
@@ -126,51 +83,28 @@ fn our_unmerge_and_status() {
          \"$B\" unmerge --sysroot \"$S\"; \"$B\" status --sysroot \"$S\"; {MOUNTS}; sleep 0.2; losetup -j \"$S/var/lib/extensions/podman.raw\" | wc -l"
     ));
     assert!(out.stdout.contains("/usr\tpodman\tsince "), "{}", out.all());
+    assert!(out.stdout.contains(r#"{"hierarchy":"/usr","extensions":["podman"],"since":"#), "{}", out.all());
     assert!(
-        out.stdout
-            .contains(r#"{"hierarchy":"/usr","extensions":["podman"],"since":"#),
+        out.stdout.contains(&format!("unmerged {}/usr\n/usr\tnone\n/opt\tnone\n", s.sysroot.display())),
         "{}",
         out.all()
     );
-    assert!(
-        out.stdout.contains(&format!(
-            "unmerged {}/usr\n/usr\tnone\n/opt\tnone\n",
-            s.sysroot.display()
-        )),
-        "{}",
-        out.all()
-    );
-    assert!(
-        out.stdout.ends_with("--mounts\n--end\n0\n"),
-        "{}",
-        out.all()
-    );
+    assert!(out.stdout.ends_with("--mounts\n--end\n0\n"), "{}", out.all());
 }
 
 #[test]
 fn running_twice_never_stacks_a_second_overlay() {
     let s = Scratch::new();
     s.image("podman", GOOD);
-    let out = s.merge_then(&format!(
-        "\"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\"; echo rc2=$?; {MOUNTS}"
-    ));
+    let out =
+        s.merge_then(&format!("\"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\"; echo rc2=$?; {MOUNTS}"));
+    assert!(out.stdout.contains("rc=0") && out.stdout.contains("rc2=0"), "{}", out.all());
     assert!(
-        out.stdout.contains("rc=0") && out.stdout.contains("rc2=0"),
-        "{}",
-        out.all()
-    );
-    assert!(
-        out.stderr
-            .contains("skipped podman (/var/lib/extensions/podman.raw): already merged into /usr"),
+        out.stderr.contains("skipped podman (/var/lib/extensions/podman.raw): already merged into /usr"),
         "{}",
         out.stderr
     );
-    assert!(
-        out.stderr
-            .contains("/usr: already merged (podman), left alone"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("/usr: already merged (podman), left alone"), "{}", out.stderr);
     assert_eq!(mounts(&out).len(), 1, "{}", out.all());
 }
 
@@ -182,9 +116,7 @@ fn plan_changes_no_mount() {
                     [ \"$before\" = \"$(cat /proc/self/mountinfo)\" ] && echo unchanged; sleep 0.2; losetup -j \"$S/var/lib/extensions/podman.raw\" | wc -l");
     assert_merge(&out, "podman");
     assert!(
-        out.stdout.contains(
-            "/usr: podman (top first), then the host\n/opt: nothing to merge\nunchanged\n0\n"
-        ),
+        out.stdout.contains("/usr: podman (top first), then the host\n/opt: nothing to merge\nunchanged\n0\n"),
         "{}",
         out.all()
     );
@@ -205,9 +137,8 @@ fn kernel_command_line() {
         assert!(out.stdout.contains("rc=0"), "{}", out.all());
         assert!(mounts(&out).is_empty(), "{off}: {}", out.all());
         assert!(
-            out.stderr.contains(&format!(
-                "skipped podman (/var/lib/extensions/podman.raw): merging is disabled by {off}"
-            )),
+            out.stderr
+                .contains(&format!("skipped podman (/var/lib/extensions/podman.raw): merging is disabled by {off}")),
             "{}",
             out.stderr
         );
@@ -215,8 +146,7 @@ fn kernel_command_line() {
     s.cmdline("rd.sysext=,,");
     let out = s.plan();
     assert!(
-        out.stdout
-            .contains("note: ignoring rd.sysext=,,: expected 0, 1 or a comma-separated list"),
+        out.stdout.contains("note: ignoring rd.sysext=,,: expected 0, 1 or a comma-separated list"),
         "{}",
         out.all()
     );
@@ -228,21 +158,9 @@ fn release_file_problems_are_named_and_the_good_image_still_merges() {
     let s = Scratch::new();
     s.image("good", GOOD);
     let cases: &[(&str, &str, &str)] = &[
-        (
-            "wrong-id",
-            "ID=fedora\nVERSION_ID=13\n",
-            "ID fedora does not match host debian",
-        ),
-        (
-            "wrong-version",
-            "ID=debian\nVERSION_ID=12\n",
-            "VERSION_ID 12 does not match host 13",
-        ),
-        (
-            "no-version",
-            "ID=debian\n",
-            "extension-release has no VERSION_ID, host has 13",
-        ),
+        ("wrong-id", "ID=fedora\nVERSION_ID=13\n", "ID fedora does not match host debian"),
+        ("wrong-version", "ID=debian\nVERSION_ID=12\n", "VERSION_ID 12 does not match host 13"),
+        ("no-version", "ID=debian\n", "extension-release has no VERSION_ID, host has 13"),
         (
             "wrong-arch",
             "ID=debian\nVERSION_ID=13\nARCHITECTURE=arm64\n",
@@ -253,16 +171,8 @@ fn release_file_problems_are_named_and_the_good_image_still_merges() {
             "ID=debian\nVERSION_ID=13\nSYSEXT_SCOPE=initrd\n",
             "SYSEXT_SCOPE \"initrd\" does not include \"system\"",
         ),
-        (
-            "junk",
-            "\u{0}\u{1}ELF\u{0}",
-            "extension-release.junk is binary (contains NUL bytes)",
-        ),
-        (
-            "comments-only",
-            "# nothing\n",
-            "extension-release.comments-only has no KEY=value lines",
-        ),
+        ("junk", "\u{0}\u{1}ELF\u{0}", "extension-release.junk is binary (contains NUL bytes)"),
+        ("comments-only", "# nothing\n", "extension-release.comments-only has no KEY=value lines"),
     ];
     for (name, release, _) in cases {
         s.image(name, release);
@@ -270,11 +180,7 @@ fn release_file_problems_are_named_and_the_good_image_still_merges() {
     let huge = "#".repeat(70 * 1024);
     s.image("huge", &huge);
     let level = s.ext_tree("level", "ID=debian\nSYSEXT_LEVEL=2\n");
-    std::fs::write(
-        s.path("usr/lib/os-release"),
-        "ID=debian\nVERSION_ID=13\nSYSEXT_LEVEL=1\n",
-    )
-    .unwrap();
+    std::fs::write(s.path("usr/lib/os-release"), "ID=debian\nVERSION_ID=13\nSYSEXT_LEVEL=1\n").unwrap();
     s.squashfs(&level, "var/lib/extensions/level.raw");
     let nofile = s.tree("no-release", &[("usr/bin/x", "x")]);
     s.squashfs(&nofile, "var/lib/extensions/no-release.raw");
@@ -283,18 +189,19 @@ fn release_file_problems_are_named_and_the_good_image_still_merges() {
     assert!(out.stdout.contains("rc=0"), "{}", out.all());
     for (name, _, reason) in cases {
         assert!(
-            out.stderr.contains(&format!(
-                "skipped {name} (/var/lib/extensions/{name}.raw): {reason}"
-            )),
+            out.stderr.contains(&format!("skipped {name} (/var/lib/extensions/{name}.raw): {reason}")),
             "{name}: {}",
             out.stderr
         );
     }
-    assert!(out.stderr.contains("skipped huge (/var/lib/extensions/huge.raw): extension-release.huge is larger than 64 KiB"), "{}", out.stderr);
     assert!(
-        out.stderr.contains(
-            "skipped level (/var/lib/extensions/level.raw): SYSEXT_LEVEL 2 does not match host 1"
-        ),
+        out.stderr
+            .contains("skipped huge (/var/lib/extensions/huge.raw): extension-release.huge is larger than 64 KiB"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("skipped level (/var/lib/extensions/level.raw): SYSEXT_LEVEL 2 does not match host 1"),
         "{}",
         out.stderr
     );
@@ -337,46 +244,36 @@ fn renamed_images_strict_xattr_and_two_release_files() {
     let out = s.plan();
     assert_skip(&out, "podman-5.4", "no usr/lib/extension-release.d/extension-release.podman-5.4; found extension-release.podman, which does not set user.extension-release.strict=false (image renamed?)");
     assert_merge(&out, "relaxed-2");
-    assert_skip(&out, "two", "ambiguous: 2 release files allow any image name (extension-release.a, extension-release.b)");
+    assert_skip(
+        &out,
+        "two",
+        "ambiguous: 2 release files allow any image name (extension-release.a, extension-release.b)",
+    );
 }
 
 #[test]
 fn forbidden_content_and_shadowed_base_symlinks() {
     let s = Scratch::new();
-    let os = s.tree(
-        "os",
-        &[
-            ("usr/lib/extension-release.d/extension-release.os", GOOD),
-            ("usr/lib/os-release", "ID=evil\n"),
-        ],
-    );
+    let os = s
+        .tree("os", &[("usr/lib/extension-release.d/extension-release.os", GOOD), ("usr/lib/os-release", "ID=evil\n")]);
     s.squashfs(&os, "var/lib/extensions/os.raw");
     // sysext-bakery#131: a real usr/sbin directory over the base's usr/sbin -> bin symlink.
-    let sbin = s.tree(
-        "sbin",
-        &[
-            ("usr/lib/extension-release.d/extension-release.sbin", GOOD),
-            ("usr/sbin/tool", "x"),
-        ],
-    );
+    let sbin = s.tree("sbin", &[("usr/lib/extension-release.d/extension-release.sbin", GOOD), ("usr/sbin/tool", "x")]);
     s.squashfs(&sbin, "var/lib/extensions/sbin.raw");
-    let hide = s.tree(
-        "hide",
-        &[
-            ("usr/lib/extension-release.d/extension-release.hide", GOOD),
-            ("usr/bin", "->/nowhere"),
-        ],
-    );
+    let hide =
+        s.tree("hide", &[("usr/lib/extension-release.d/extension-release.hide", GOOD), ("usr/bin", "->/nowhere")]);
     s.squashfs(&hide, "var/lib/extensions/hide.raw");
     let out = s.merge_then(&format!("ls \"$S/usr/sbin/\"; {MOUNTS}"));
-    assert!(out.stderr.contains("skipped os (/var/lib/extensions/os.raw): contains usr/lib/os-release, which only the base OS may carry"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "skipped os (/var/lib/extensions/os.raw): contains usr/lib/os-release, which only the base OS may carry"
+        ),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("skipped sbin (/var/lib/extensions/sbin.raw): /usr/sbin is a directory in the image and would replace the base's symlink (sysext-bakery#131)"), "{}", out.stderr);
     assert!(out.stderr.contains("skipped hide (/var/lib/extensions/hide.raw): /usr/bin is a symlink in the image and would hide the base's directory"), "{}", out.stderr);
-    assert!(
-        out.stdout.contains("rc=0\nbase-tool\n--mounts\n--end"),
-        "nothing merged, base intact:\n{}",
-        out.all()
-    );
+    assert!(out.stdout.contains("rc=0\nbase-tool\n--mounts\n--end"), "nothing merged, base intact:\n{}", out.all());
 }
 
 #[test]
@@ -388,50 +285,48 @@ fn broken_files_are_skipped_with_a_reason() {
     let mut x = 1u64;
     let noise: String = (0..100_000)
         .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             char::from(b'a' + (x >> 59) as u8 % 26)
         })
         .collect();
     let big = s.tree(
         "truncated",
-        &[
-            (
-                "usr/lib/extension-release.d/extension-release.truncated",
-                GOOD,
-            ),
-            ("usr/share/noise", &noise),
-        ],
+        &[("usr/lib/extension-release.d/extension-release.truncated", GOOD), ("usr/share/noise", &noise)],
     );
     s.squashfs(&big, "var/lib/extensions/truncated.raw");
     let full = std::fs::read(ext.join("truncated.raw")).unwrap();
     std::fs::write(ext.join("truncated.raw"), &full[..full.len() / 2]).unwrap();
     std::fs::write(ext.join("empty.raw"), b"").unwrap();
-    std::fs::write(
-        ext.join("garbage.raw"),
-        b"this is not an image\n".repeat(300),
-    )
-    .unwrap();
+    std::fs::write(ext.join("garbage.raw"), b"this is not an image\n".repeat(300)).unwrap();
     std::fs::write(ext.join("notes.txt"), b"hello").unwrap();
     run_ok(std::process::Command::new("mkfifo").arg(ext.join("fifo.raw")));
-    run_ok(
-        std::process::Command::new("mknod")
-            .arg(ext.join("dev.raw"))
-            .args(["c", "1", "3"]),
-    );
+    run_ok(std::process::Command::new("mknod").arg(ext.join("dev.raw")).args(["c", "1", "3"]));
     let out = s.merge_then(MOUNTS);
     assert!(out.stdout.contains("rc=0"), "{}", out.all());
     let e = &out.stderr;
-    assert!(e.contains("skipped truncated (/var/lib/extensions/truncated.raw): is truncated: its squashfs superblock says"), "{e}");
     assert!(
-        e.contains("skipped empty (/var/lib/extensions/empty.raw): is empty (0 bytes)"),
+        e.contains("skipped truncated (/var/lib/extensions/truncated.raw): is truncated: its squashfs superblock says"),
         "{e}"
     );
-    assert!(e.contains("skipped garbage (/var/lib/extensions/garbage.raw): is not a squashfs, erofs, ext4 or GPT image"), "{e}");
-    assert!(e.contains("skipped notes.txt (/var/lib/extensions/notes.txt): not an image: regular files must end in .raw"), "{e}");
-    assert!(e.contains("skipped fifo.raw (/var/lib/extensions/fifo.raw): is a fifo, not a regular file or directory"), "{e}");
-    assert!(e.contains("skipped dev.raw (/var/lib/extensions/dev.raw): is a character device, not a regular file or directory"), "{e}");
+    assert!(e.contains("skipped empty (/var/lib/extensions/empty.raw): is empty (0 bytes)"), "{e}");
+    assert!(
+        e.contains("skipped garbage (/var/lib/extensions/garbage.raw): is not a squashfs, erofs, ext4 or GPT image"),
+        "{e}"
+    );
+    assert!(
+        e.contains("skipped notes.txt (/var/lib/extensions/notes.txt): not an image: regular files must end in .raw"),
+        "{e}"
+    );
+    assert!(
+        e.contains("skipped fifo.raw (/var/lib/extensions/fifo.raw): is a fifo, not a regular file or directory"),
+        "{e}"
+    );
+    assert!(
+        e.contains(
+            "skipped dev.raw (/var/lib/extensions/dev.raw): is a character device, not a regular file or directory"
+        ),
+        "{e}"
+    );
     assert!(e.contains("merged good from"), "{e}");
 }
 
@@ -442,51 +337,39 @@ fn symlinks_resolve_inside_the_sysroot() {
     let t = s.ext_tree("podman", GOOD);
     s.squashfs(&t, "opt/extensions/podman/podman-5.4.raw");
     std::fs::create_dir_all(s.path("etc/extensions")).unwrap();
-    std::os::unix::fs::symlink(
-        "/opt/extensions/podman/podman-5.4.raw",
-        s.path("etc/extensions/podman.raw"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink("/opt/extensions/podman/podman-5.4.raw", s.path("etc/extensions/podman.raw")).unwrap();
     std::os::unix::fs::symlink("loop-b.raw", s.path("etc/extensions/loop-a.raw")).unwrap();
     std::os::unix::fs::symlink("loop-a.raw", s.path("etc/extensions/loop-b.raw")).unwrap();
     // Exists on the host, not in the sysroot: must not be used.
     let host_file = s.dir.join("outside.raw");
     std::fs::copy(s.path("opt/extensions/podman/podman-5.4.raw"), &host_file).unwrap();
     std::os::unix::fs::symlink(&host_file, s.path("etc/extensions/outside.raw")).unwrap();
-    std::os::unix::fs::symlink(
-        "../../../../../../../../etc/passwd",
-        s.path("etc/extensions/escape.raw"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink("../../../../../../../../etc/passwd", s.path("etc/extensions/escape.raw")).unwrap();
     let out = s.merge_then("cat \"$S/usr/bin/podman\"; echo");
     let e = &out.stderr;
-    assert!(e.contains("merged podman from /etc/extensions/podman.raw -> /opt/extensions/podman/podman-5.4.raw (squashfs"), "{e}");
-    assert!(out.stdout.contains("rc=0\npodman\n"), "{}", out.all());
     assert!(
-        e.contains("skipped loop-a.raw (/etc/extensions/loop-a.raw): symlink loop"),
+        e.contains("merged podman from /etc/extensions/podman.raw -> /opt/extensions/podman/podman-5.4.raw (squashfs"),
         "{e}"
     );
-    assert!(e.contains(&format!("skipped outside.raw (/etc/extensions/outside.raw): dangling symlink: {} does not exist inside the sysroot", host_file.display())), "{e}");
+    assert!(out.stdout.contains("rc=0\npodman\n"), "{}", out.all());
+    assert!(e.contains("skipped loop-a.raw (/etc/extensions/loop-a.raw): symlink loop"), "{e}");
+    assert!(
+        e.contains(&format!(
+            "skipped outside.raw (/etc/extensions/outside.raw): dangling symlink: {} does not exist inside the sysroot",
+            host_file.display()
+        )),
+        "{e}"
+    );
     assert!(e.contains("skipped escape.raw (/etc/extensions/escape.raw): dangling symlink: ../../../../../../../../etc/passwd does not exist inside the sysroot"), "{e}");
 }
 
 #[test]
 fn first_in_search_order_wins_and_empty_directory_masks() {
     let s = Scratch::new();
-    let a = s.tree(
-        "dup-etc",
-        &[
-            ("usr/lib/extension-release.d/extension-release.dup", GOOD),
-            ("usr/bin/dup", "from etc\n"),
-        ],
-    );
-    let b = s.tree(
-        "dup-var",
-        &[
-            ("usr/lib/extension-release.d/extension-release.dup", GOOD),
-            ("usr/bin/dup", "from var\n"),
-        ],
-    );
+    let a = s
+        .tree("dup-etc", &[("usr/lib/extension-release.d/extension-release.dup", GOOD), ("usr/bin/dup", "from etc\n")]);
+    let b = s
+        .tree("dup-var", &[("usr/lib/extension-release.d/extension-release.dup", GOOD), ("usr/bin/dup", "from var\n")]);
     s.squashfs(&a, "etc/extensions/dup.raw");
     s.squashfs(&b, "var/lib/extensions/dup.sysext.raw");
     s.image("masked", GOOD);
@@ -495,13 +378,11 @@ fn first_in_search_order_wins_and_empty_directory_masks() {
     let e = &out.stderr;
     assert!(out.stdout.contains("from etc"), "{}", out.all());
     assert!(e.contains("skipped dup (/var/lib/extensions/dup.sysext.raw): masked by /etc/extensions/dup.raw, which has the same name and comes first"), "{e}");
+    assert!(e.contains("skipped masked (/var/lib/extensions/masked.raw): masked by /etc/extensions/masked"), "{e}");
     assert!(
-        e.contains(
-            "skipped masked (/var/lib/extensions/masked.raw): masked by /etc/extensions/masked"
-        ),
+        e.contains("skipped masked (/etc/extensions/masked): no usr/lib/extension-release.d/extension-release.masked"),
         "{e}"
     );
-    assert!(e.contains("skipped masked (/etc/extensions/masked): no usr/lib/extension-release.d/extension-release.masked"), "{e}");
 }
 
 #[test]
@@ -510,10 +391,7 @@ fn directory_extensions_and_opt_with_submounts_kept() {
     // A directory extension that adds to /opt, where the base has a submount (Flatcar#2111).
     s.tree(
         "../sysroot/var/lib/extensions/tools",
-        &[
-            ("usr/lib/extension-release.d/extension-release.tools", GOOD),
-            ("opt/tools/bin", "tool\n"),
-        ],
+        &[("usr/lib/extension-release.d/extension-release.tools", GOOD), ("opt/tools/bin", "tool\n")],
     );
     let out = s.sh(&format!(
         "mkdir -p \"$S/opt/data\" && mount -t tmpfs data \"$S/opt/data\" && echo kept > \"$S/opt/data/file\"\n\
@@ -521,16 +399,11 @@ fn directory_extensions_and_opt_with_submounts_kept() {
          cat \"$S/opt/tools/bin\" \"$S/opt/data/file\"; cat \"$S/opt/.systemd-sysext/extensions\"; {MOUNTS}\n\
          \"$B\" unmerge --sysroot \"$S\"; cat \"$S/opt/data/file\"; ls \"$S/opt\""
     ));
-    assert!(
-        out.stdout.contains("rc=0\ntool\nkept\ntools\n"),
-        "{}",
-        out.all()
-    );
+    assert!(out.stdout.contains("rc=0\ntool\nkept\ntools\n"), "{}", out.all());
     let m = mounts(&out);
     let root = s.sysroot.display();
     assert!(
-        m.contains(&format!("{root}/opt overlay sysext"))
-            && m.contains(&format!("{root}/opt/data tmpfs data")),
+        m.contains(&format!("{root}/opt overlay sysext")) && m.contains(&format!("{root}/opt/data tmpfs data")),
         "{m:?}"
     );
     // After unmerge the original submount is back, unchanged.
@@ -543,13 +416,7 @@ fn hierarchy_that_is_not_a_directory() {
     std::fs::remove_dir(s.path("opt")).unwrap();
     std::fs::write(s.path("opt"), "not a dir").unwrap();
     s.image("usr-only", GOOD);
-    let both = s.tree(
-        "both",
-        &[
-            ("usr/lib/extension-release.d/extension-release.both", GOOD),
-            ("opt/x", "x"),
-        ],
-    );
+    let both = s.tree("both", &[("usr/lib/extension-release.d/extension-release.both", GOOD), ("opt/x", "x")]);
     s.squashfs(&both, "var/lib/extensions/both.raw");
     let out = s.plan();
     assert_merge(&out, "usr-only");
@@ -572,7 +439,11 @@ fn no_free_loop_device() {
         &[("INITRD_SYSEXT_TEST_FAULTS", "loop-control=/dev/null")],
     );
     assert!(out.stdout.contains("rc=0"), "{}", out.all());
-    assert!(out.stderr.contains("skipped podman (/var/lib/extensions/podman.raw): no free loop device (LOOP_CTL_GET_FREE)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("skipped podman (/var/lib/extensions/podman.raw): no free loop device (LOOP_CTL_GET_FREE)"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -585,7 +456,13 @@ fn a_layer_the_overlay_refuses_costs_only_itself() {
         &[("INITRD_SYSEXT_TEST_FAULTS", "overlay=bad")],
     );
     assert!(out.stdout.contains("rc=0\ngood\n"), "{}", out.all());
-    assert!(out.stderr.contains("skipped bad (/var/lib/extensions/bad.raw): overlay refused it: overlay: injected failure for layer bad"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "skipped bad (/var/lib/extensions/bad.raw): overlay refused it: overlay: injected failure for layer bad"
+        ),
+        "{}",
+        out.stderr
+    );
     assert_eq!(mounts(&out).len(), 1);
 }
 
@@ -598,17 +475,17 @@ fn failure_after_mounting_rolls_the_hierarchy_back() {
         &[("INITRD_SYSEXT_TEST_FAULTS", "attach=usr")],
     );
     // The hierarchy is exactly as before, the loop device is gone, and the exit status says so.
+    assert!(out.stdout.contains("rc=1\nbin\nlib\nsbin\n--mounts\n--end\n0\n"), "{}", out.all());
     assert!(
-        out.stdout
-            .contains("rc=1\nbin\nlib\nsbin\n--mounts\n--end\n0\n"),
+        out.stderr.contains(&format!(
+            "/usr: merge failed, left untouched: injected failure after mounting the overlay on {}/usr; rolled back",
+            s.sysroot.display()
+        )),
         "{}",
-        out.all()
+        out.stderr
     );
-    assert!(out.stderr.contains(&format!("/usr: merge failed, left untouched: injected failure after mounting the overlay on {}/usr; rolled back", s.sysroot.display())), "{}", out.stderr);
     assert!(
-        out.stderr.contains(
-            "skipped podman (/var/lib/extensions/podman.raw): its hierarchies could not be merged"
-        ),
+        out.stderr.contains("skipped podman (/var/lib/extensions/podman.raw): its hierarchies could not be merged"),
         "{}",
         out.stderr
     );
@@ -622,9 +499,8 @@ fn many_layers_merge_in_one_overlay() {
         let name = format!("extension-with-a-rather-long-name-to-fill-the-option-string-{i:03}");
         s.image(&name, GOOD);
     }
-    let out = s.merge_then(&format!(
-        "wc -l < \"$S/usr/.systemd-sysext/extensions\"; ls \"$S/usr/bin\" | wc -l; {MOUNTS}"
-    ));
+    let out =
+        s.merge_then(&format!("wc -l < \"$S/usr/.systemd-sysext/extensions\"; ls \"$S/usr/bin\" | wc -l; {MOUNTS}"));
     assert!(out.stdout.contains("rc=0\n128\n129\n"), "{}", out.all());
     assert_eq!(mounts(&out).len(), 1);
 }
@@ -636,21 +512,16 @@ fn decisions_reach_the_kernel_log() {
     let name = format!(
         "kmsg-{}-{}",
         std::process::id(),
-        s.dir
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .rsplit('-')
-            .next()
-            .unwrap()
+        s.dir.file_name().unwrap().to_string_lossy().rsplit('-').next().unwrap()
     );
     s.image(&name, GOOD);
-    let out = s.sh_env(&format!("\"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\"; dmesg | grep -F ' merged {name} '"), &[("INITRD_SYSEXT_LOG", "kmsg")]);
+    let out = s.sh_env(
+        &format!("\"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\"; dmesg | grep -F ' merged {name} '"),
+        &[("INITRD_SYSEXT_LOG", "kmsg")],
+    );
     assert!(
         out.stdout.contains("initrd-sysext[")
-            && out.stdout.contains(&format!(
-                "]: merged {name} from /var/lib/extensions/{name}.raw (squashfs"
-            )),
+            && out.stdout.contains(&format!("]: merged {name} from /var/lib/extensions/{name}.raw (squashfs")),
         "{}",
         out.all()
     );

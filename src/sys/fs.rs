@@ -14,18 +14,8 @@ pub fn open_in_root(root: BorrowedFd, path: &str, flags: OFlags) -> std::io::Res
     let path = path.trim_start_matches('/');
     let path = if path.is_empty() { "." } else { path };
     // openat2 refuses flags that O_PATH ignores, so NOCTTY only goes with real opens.
-    let extra = if flags.contains(OFlags::PATH) {
-        OFlags::CLOEXEC
-    } else {
-        OFlags::CLOEXEC | OFlags::NOCTTY
-    };
-    Ok(openat2(
-        root,
-        path,
-        flags | extra,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT,
-    )?)
+    let extra = if flags.contains(OFlags::PATH) { OFlags::CLOEXEC } else { OFlags::CLOEXEC | OFlags::NOCTTY };
+    Ok(openat2(root, path, flags | extra, Mode::empty(), ResolveFlags::IN_ROOT)?)
 }
 
 /// A directory we will list or walk.
@@ -40,19 +30,14 @@ pub fn proc_path(fd: BorrowedFd) -> String {
 
 /// The path the kernel has for an fd, for messages and for mountinfo lookups.
 pub fn real_path(fd: BorrowedFd) -> Result<String> {
-    let p =
-        std::fs::read_link(proc_path(fd)).context("reading /proc/self/fd (is /proc mounted?)")?;
+    let p = std::fs::read_link(proc_path(fd)).context("reading /proc/self/fd (is /proc mounted?)")?;
     Ok(p.to_string_lossy().into_owned())
 }
 
 /// Re-open an `O_PATH` fd for reading. We never open an unknown file for reading directly,
 /// because opening a fifo blocks and opening a device can have side effects.
 pub fn reopen_read(fd: BorrowedFd) -> std::io::Result<OwnedFd> {
-    Ok(rustix::fs::open(
-        proc_path(fd),
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-    )?)
+    Ok(rustix::fs::open(proc_path(fd), OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty())?)
 }
 
 /// Read at most `max + 1` bytes, so the caller can tell "exactly max" from "too big".

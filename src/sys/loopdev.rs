@@ -60,10 +60,7 @@ unsafe impl Ioctl for GetFree {
     fn as_ptr(&mut self) -> *mut core::ffi::c_void {
         core::ptr::null_mut()
     }
-    unsafe fn output_from_ptr(
-        out: IoctlOutput,
-        _: *mut core::ffi::c_void,
-    ) -> rustix::io::Result<u32> {
+    unsafe fn output_from_ptr(out: IoctlOutput, _: *mut core::ffi::c_void) -> rustix::io::Result<u32> {
         u32::try_from(out).map_err(|_| Errno::INVAL)
     }
 }
@@ -97,8 +94,7 @@ pub fn attach(backing: BorrowedFd, loop_control: &str) -> Result<LoopDevice> {
     // Another process may take the device between GET_FREE and CONFIGURE: then ask again.
     for _ in 0..16 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
-        let n = unsafe { ioctl(ctl.as_fd(), GetFree) }
-            .context("no free loop device (LOOP_CTL_GET_FREE)")?;
+        let n = unsafe { ioctl(ctl.as_fd(), GetFree) }.context("no free loop device (LOOP_CTL_GET_FREE)")?;
         let path = format!("/dev/loop{n}");
         let dev = rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .with_context(|| format!("opening {path}"))?;
@@ -110,12 +106,8 @@ pub fn attach(backing: BorrowedFd, loop_control: &str) -> Result<LoopDevice> {
         match res {
             Ok(()) => return Ok(LoopDevice { path, _hold: dev }),
             Err(Errno::BUSY) => continue,
-            Err(e) => {
-                return Err(e).with_context(|| format!("configuring {path} (LOOP_CONFIGURE)"))
-            }
+            Err(e) => return Err(e).with_context(|| format!("configuring {path} (LOOP_CONFIGURE)")),
         }
     }
-    Err(Error::msg(
-        "no free loop device: every device was taken before we could configure it",
-    ))
+    Err(Error::msg("no free loop device: every device was taken before we could configure it"))
 }

@@ -7,9 +7,8 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 
 use rustix::fs::CWD;
 use rustix::mount::{
-    fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
-    open_tree, unmount, FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags,
-    UnmountFlags,
+    fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount, open_tree, unmount,
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
 };
 
 use crate::error::{Context, Error, Result};
@@ -44,11 +43,7 @@ impl FsContext {
 
     fn fail(&self, what: String, e: rustix::io::Errno) -> Error {
         let msgs = self.kernel_messages();
-        let what = if msgs.is_empty() {
-            what
-        } else {
-            format!("{what} [kernel: {msgs}]")
-        };
+        let what = if msgs.is_empty() { what } else { format!("{what} [kernel: {msgs}]") };
         Err::<(), _>(e).context(what).unwrap_err()
     }
 
@@ -59,8 +54,7 @@ impl FsContext {
 
     /// Create the superblock and a detached mount of it.
     pub fn mount(self, attrs: MountAttrFlags) -> Result<OwnedFd> {
-        fsconfig_create(&self.fd)
-            .map_err(|e| self.fail(format!("creating {} superblock", self.fstype), e))?;
+        fsconfig_create(&self.fd).map_err(|e| self.fail(format!("creating {} superblock", self.fstype), e))?;
         fsmount(&self.fd, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
             .map_err(|e| self.fail(format!("fsmount of {}", self.fstype), e))
     }
@@ -68,26 +62,14 @@ impl FsContext {
 
 /// Attach a detached mount on top of the directory `target` (an fd, so nothing can swap the path).
 pub fn attach(mount: BorrowedFd, target: BorrowedFd, what: &str) -> Result<()> {
-    move_mount(
-        mount,
-        "",
-        target,
-        "",
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-    )
-    .with_context(|| format!("attaching {what}"))
+    move_mount(mount, "", target, "", MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH)
+        .with_context(|| format!("attaching {what}"))
 }
 
 /// Attach a detached mount at an absolute path.
 pub fn attach_at(mount: BorrowedFd, path: &str) -> Result<()> {
-    move_mount(
-        mount,
-        "",
-        CWD,
-        path,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-    .with_context(|| format!("attaching at {path}"))
+    move_mount(mount, "", CWD, path, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .with_context(|| format!("attaching at {path}"))
 }
 
 /// A detached copy of the mount tree at `path`, submounts included.
@@ -95,9 +77,7 @@ pub fn clone_tree(path: &str) -> Result<OwnedFd> {
     open_tree(
         CWD,
         path,
-        OpenTreeFlags::OPEN_TREE_CLONE
-            | OpenTreeFlags::OPEN_TREE_CLOEXEC
-            | OpenTreeFlags::AT_RECURSIVE,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE,
     )
     .with_context(|| format!("cloning the mount tree at {path}"))
 }
@@ -117,8 +97,7 @@ pub fn clone_tree_fd(dir: BorrowedFd) -> Result<OwnedFd> {
 
 /// Lazy unmount, never following a symlink: systemd-sysext's way to unmerge.
 pub fn detach(path: &str) -> Result<()> {
-    unmount(path, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW)
-        .with_context(|| format!("unmounting {path}"))
+    unmount(path, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW).with_context(|| format!("unmounting {path}"))
 }
 
 /// A fresh tmpfs, for the META layer that carries `.systemd-sysext/`.
@@ -126,11 +105,7 @@ pub fn tmpfs() -> Result<OwnedFd> {
     let ctx = FsContext::new("tmpfs")?;
     ctx.set("mode", "0755")?;
     ctx.set("size", "1m")?;
-    ctx.mount(
-        MountAttrFlags::MOUNT_ATTR_NODEV
-            | MountAttrFlags::MOUNT_ATTR_NOSUID
-            | MountAttrFlags::MOUNT_ATTR_NOEXEC,
-    )
+    ctx.mount(MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC)
 }
 
 /// Mount a block device read-only and detached.
@@ -143,8 +118,7 @@ pub fn block_fs(fstype: &'static str, device: &str) -> Result<OwnedFd> {
 
 /// Mount points below `dir` (absolute), from /proc/self/mountinfo, outermost first.
 pub fn submounts(dir: &str) -> Result<Vec<String>> {
-    let info =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     Ok(parse_submounts(&info, dir))
 }
 
@@ -154,10 +128,7 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -170,12 +141,8 @@ fn unescape(s: &str) -> String {
 
 fn parse_submounts(info: &str, dir: &str) -> Vec<String> {
     let prefix = format!("{}/", dir.trim_end_matches('/'));
-    let mut points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape)
-        .filter(|p| p.starts_with(&prefix))
-        .collect();
+    let mut points: Vec<String> =
+        info.lines().filter_map(|l| l.split(' ').nth(4)).map(unescape).filter(|p| p.starts_with(&prefix)).collect();
     points.sort();
     points.dedup();
     // Keep only the outermost: a recursive clone brings the nested ones along.
@@ -195,9 +162,7 @@ pub fn overlay(layers: &[String]) -> Result<OwnedFd> {
     let ctx = FsContext::new("overlay")?;
     ctx.set("source", "sysext")?;
     match layers.split_first() {
-        Some((first, rest))
-            if fsconfig_set_string(&ctx.fd, "lowerdir+", first.as_str()).is_ok() =>
-        {
+        Some((first, rest)) if fsconfig_set_string(&ctx.fd, "lowerdir+", first.as_str()).is_ok() => {
             for l in rest {
                 ctx.set("lowerdir+", l)?;
             }
@@ -223,10 +188,7 @@ mod tests {
 
     #[test]
     fn outermost_submounts_only() {
-        assert_eq!(
-            parse_submounts(INFO, "/sysroot/opt"),
-            ["/sysroot/opt/data", "/sysroot/opt/with space"]
-        );
+        assert_eq!(parse_submounts(INFO, "/sysroot/opt"), ["/sysroot/opt/data", "/sysroot/opt/with space"]);
         assert!(parse_submounts(INFO, "/sysroot/usr").is_empty());
     }
 }

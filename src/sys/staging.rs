@@ -24,26 +24,15 @@ pub struct Staging {
 
 impl Staging {
     pub fn enter() -> Result<Staging> {
-        let original = rustix::fs::open(
-            "/proc/self/ns/mnt",
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .context("opening /proc/self/ns/mnt")?;
+        let original = rustix::fs::open("/proc/self/ns/mnt", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .context("opening /proc/self/ns/mnt")?;
         // SAFETY: NEWNS only changes this (single-threaded) process's mount namespace; no file
         // descriptor table is unshared.
-        unsafe { unshare_unsafe(UnshareFlags::NEWNS) }
-            .context("unshare(CLONE_NEWNS) for staging")?;
-        let staging = Staging {
-            original: Some(original),
-            count: 0,
-        };
+        unsafe { unshare_unsafe(UnshareFlags::NEWNS) }.context("unshare(CLONE_NEWNS) for staging")?;
+        let staging = Staging { original: Some(original), count: 0 };
         // Private, so nothing we mount here propagates back to the real namespace.
-        mount_change(
-            "/",
-            MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
-        )
-        .context("making the staging namespace private")?;
+        mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
+            .context("making the staging namespace private")?;
         let tmp = mount::tmpfs()?;
         mount::attach_at(tmp.as_fd(), DIR)?;
         Ok(staging)
@@ -54,14 +43,9 @@ impl Staging {
     pub fn add(&mut self, mnt: &OwnedFd) -> Result<()> {
         self.count += 1;
         let name = self.count.to_string();
-        let dir = rustix::fs::open(
-            DIR,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .context("opening the staging tmpfs")?;
-        mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o700))
-            .context("creating a staging directory")?;
+        let dir = rustix::fs::open(DIR, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .context("opening the staging tmpfs")?;
+        mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o700)).context("creating a staging directory")?;
         let path = format!("{DIR}/{name}");
         mount::attach_at(mnt.as_fd(), &path)
     }
@@ -92,11 +76,6 @@ impl Drop for Staging {
 
 /// An absolute path opened as a directory (`O_PATH`) in the current namespace.
 pub fn open_path(path: &str) -> Result<OwnedFd> {
-    rustix::fs::openat(
-        CWD,
-        path,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .with_context(|| format!("opening {path}"))
+    rustix::fs::openat(CWD, path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .with_context(|| format!("opening {path}"))
 }

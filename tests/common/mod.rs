@@ -60,21 +60,10 @@ impl Scratch {
             fs::remove_dir_all(&dir).unwrap();
         }
         let sysroot = dir.join("sysroot");
-        for d in [
-            "usr/lib",
-            "usr/bin",
-            "opt",
-            "etc",
-            "var/lib/extensions",
-            "run",
-        ] {
+        for d in ["usr/lib", "usr/bin", "opt", "etc", "var/lib/extensions", "run"] {
             fs::create_dir_all(sysroot.join(d)).unwrap();
         }
-        fs::write(
-            sysroot.join("usr/lib/os-release"),
-            "NAME=Debian\nID=debian\nVERSION_ID=\"13\"\n",
-        )
-        .unwrap();
+        fs::write(sysroot.join("usr/lib/os-release"), "NAME=Debian\nID=debian\nVERSION_ID=\"13\"\n").unwrap();
         symlink("../usr/lib/os-release", sysroot.join("etc/os-release")).unwrap();
         fs::write(sysroot.join("usr/bin/base-tool"), "base\n").unwrap();
         symlink("bin", sysroot.join("usr/sbin")).unwrap();
@@ -97,12 +86,7 @@ impl Scratch {
         fs::create_dir_all(&root).unwrap();
         for (p, content) in files {
             let f = root.join(p);
-            fs::create_dir_all(if p.ends_with('/') {
-                f.clone()
-            } else {
-                f.parent().unwrap().to_path_buf()
-            })
-            .unwrap();
+            fs::create_dir_all(if p.ends_with('/') { f.clone() } else { f.parent().unwrap().to_path_buf() }).unwrap();
             if p.ends_with('/') {
                 continue;
             }
@@ -119,10 +103,7 @@ impl Scratch {
         self.tree(
             name,
             &[
-                (
-                    &format!("usr/lib/extension-release.d/extension-release.{name}"),
-                    release,
-                ),
+                (&format!("usr/lib/extension-release.d/extension-release.{name}"), release),
                 (&format!("usr/bin/{name}"), name),
             ],
         )
@@ -193,11 +174,7 @@ impl Scratch {
 
 pub fn run_ok(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// The line of `plan` output for image `name`.
@@ -210,16 +187,10 @@ pub fn plan_line<'a>(out: &'a Output, name: &str) -> &'a str {
 
 pub fn assert_skip(out: &Output, name: &str, reason: &str) {
     let line = plan_line(out, name);
-    assert!(
-        line.contains(&format!("skip: {reason}")),
-        "expected {name} to be skipped for {reason:?}, got: {line}"
-    );
+    assert!(line.contains(&format!("skip: {reason}")), "expected {name} to be skipped for {reason:?}, got: {line}");
 }
 
 pub fn assert_merge(out: &Output, name: &str) {
     let line = plan_line(out, name);
-    assert!(
-        line.ends_with("\tmerge"),
-        "expected {name} to merge, got: {line}"
-    );
+    assert!(line.ends_with("\tmerge"), "expected {name} to merge, got: {line}");
 }
