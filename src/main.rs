@@ -121,7 +121,7 @@ fn status(opts: &Options) -> Result<()> {
     }
     for (h, m) in &rows {
         match m {
-            Some(m) => println!("{}\t{}\tsince {} (epoch seconds)", h.path(), m.extensions.join(" "), m.since),
+            Some(m) => println!("{}\t{}\tsince {}", h.path(), m.extensions.join(" "), report::utc(m.since)),
             None => println!("{}\tnone", h.path()),
         }
     }

@@ -51,6 +51,21 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC`, without a time zone database.
+pub fn utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 fn ms(d: Duration) -> String {
     format!("{} ms", d.as_millis())
 }
@@ -251,6 +266,13 @@ mod tests {
             decision_line(&decision(Action::Skip { reason: "VERSION_ID 12 does not match host 13".into() }), None),
             "skipped podman (/etc/extensions/podman.raw -> /opt/extensions/podman/podman-5.4.raw): VERSION_ID 12 does not match host 13"
         );
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_795_643_141), "2026-11-25 21:45:41 UTC");
     }
 
     #[test]

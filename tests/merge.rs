@@ -82,7 +82,7 @@ fn our_unmerge_and_status() {
         "\"$B\" status --sysroot \"$S\"; \"$B\" status --sysroot \"$S\" --json; echo\n\
          \"$B\" unmerge --sysroot \"$S\"; \"$B\" status --sysroot \"$S\"; {MOUNTS}; sleep 0.2; losetup -j \"$S/var/lib/extensions/podman.raw\" | wc -l"
     ));
-    assert!(out.stdout.contains("/usr\tpodman\tsince "), "{}", out.all());
+    assert!(out.stdout.contains("/usr\tpodman\tsince 20"), "{}", out.all());
     assert!(out.stdout.contains(r#"{"hierarchy":"/usr","extensions":["podman"],"since":"#), "{}", out.all());
     assert!(
         out.stdout.contains(&format!("unmerged {}/usr\n/usr\tnone\n/opt\tnone\n", s.sysroot.display())),
