@@ -23,16 +23,26 @@ make_sysroot() { # DIR COUNT
   done
 }
 
-# Prints one duration in ms per run, or "failed" with systemd's message.
-time_merges() { # SYSROOT MERGE-CMD UNMERGE-CMD
-  S=$1 MERGE=$2 UNMERGE=$3 RUNS=$runs unshare -m --propagation private bash -c '
-    for ((r = 0; r < RUNS; r++)); do
-      t0=$(date +%s%N)
-      if ! out=$(eval "$MERGE" 2>&1); then echo "failed: ${out##*$'"'"'\n'"'"'}"; exit 0; fi
-      t1=$(date +%s%N)
-      eval "$UNMERGE" >/dev/null 2>&1
-      echo $(((t1 - t0) / 1000))
-    done'
+# Runs inside the namespace: prints one duration in microseconds per run, or "failed: …".
+# $EPOCHREALTIME, not date(1), so that no fork is timed but the command's own.
+merge_loop() { # RUNS MERGE-CMD UNMERGE-CMD
+  local r t0 t1 out merge unmerge
+  read -ra merge <<<"$2"
+  read -ra unmerge <<<"$3"
+  for ((r = 0; r < $1; r++)); do
+    t0=${EPOCHREALTIME/./}
+    if ! out=$("${merge[@]}" 2>&1); then
+      echo "failed: $(tail -n 1 <<<"$out")"
+      return
+    fi
+    t1=${EPOCHREALTIME/./}
+    "${unmerge[@]}" >/dev/null 2>&1
+    echo $((t1 - t0))
+  done
+}
+
+time_merges() { # MERGE-CMD UNMERGE-CMD (no spaces inside arguments)
+  unshare -m --propagation private bash -c "$(declare -f merge_loop); merge_loop \"\$@\"" - "$runs" "$1" "$2"
 }
 
 median_ms() { # reads microseconds, prints the median in ms
@@ -43,8 +53,9 @@ printf '%-7s %16s %16s %8s %14s\n' images initrd-sysext systemd-sysext ratio "ou
 for n in 1 16 64 128; do
   d=$work/$n
   make_sysroot "$d" "$n"
-  ours=$(time_merges "$d/sysroot" "'$bin' merge --sysroot \$S --cmdline /dev/null --report $d/report.json" "'$bin' unmerge --sysroot \$S")
-  theirs=$(time_merges "$d/sysroot" "systemd-sysext merge --root=\$S" "systemd-sysext unmerge --root=\$S")
+  s=$d/sysroot
+  ours=$(time_merges "$bin merge --sysroot $s --cmdline /dev/null --report $d/report.json" "$bin unmerge --sysroot $s")
+  theirs=$(time_merges "systemd-sysext merge --root=$s" "systemd-sysext unmerge --root=$s")
   o=$(median_ms <<<"$ours")
   if [[ $theirs == failed* ]]; then
     t=$theirs ratio=-
