@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Boot-time figures from the guests' journals (printed, never asserted):
+#   tests-qemu/bench.sh [-n BOOTS] [--svg-dir DIR]
+# Scenarios 1 (ours), 8 (systemd-sysext --root=/sysroot in the initrd) and
+# 7 (systemd-sysext + daemon-reload after boot), interleaved, BOOTS each
+# (default 3). Times are CLOCK_MONOTONIC seconds since kernel start.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scenarios.sh
+. "$here/scenarios.sh"
+boots=3 svgdir=$here/plots
+while (($#)); do
+    case $1 in
+    -n) boots=$2; shift 2 ;;
+    --svg-dir) svgdir=$2; shift 2 ;;
+    *) echo "usage: bench.sh [-n BOOTS] [--svg-dir DIR]" >&2; exit 2 ;;
+    esac
+done
+bench=(first-boot systemd-sysroot ensure-sysext)
+its_guest && its_accel && its_podman && its_podman_meta
+for name in "${bench[@]}"; do its_image "$its_tmp/$name" "prep_${name//-/_}"; done
+
+# mono FILE ERE: the journal timestamp of the first line matching ERE.
+mono() { grep -E -m1 -- "$2" "$1" 2>/dev/null | sed -E 's/^\[ *([0-9]+\.[0-9]{3}).*/\1/'; }
+sub() { [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
+declare -A vals # "metric scenario" -> values, one per line
+add() { [[ -n $3 ]] && vals["$1 $2"]+="$3"$'\n'; return 0; }
+
+mkdir -p "$svgdir"
+for round in $(seq "$boots"); do
+    for name in "${bench[@]}"; do
+        dir=$its_tmp/$name res=$its_tmp/$name/res
+        log "round $round/$boots: $name"
+        # its.checks: skip the slow podman runs; only the plot is wanted.
+        its_boot "$dir" "${S_INITRD[$name]}" "${S_CMDLINE[$name]:-} its.checks=plot" || { log "  boot failed"; continue; }
+        j=$res/journal unit=initrd-sysext.service
+        [[ $name == systemd-sysroot ]] && unit=its-sysroot-merge.service
+        if [[ $name != ensure-sysext ]]; then
+            add act "$name" "$(sub "$(mono "$j" "Finished $unit")" "$(mono "$j" "Starting $unit")")"
+        fi
+        add self "$name" "$(sed -nE 's/.*initrd-sysext\[[0-9]+\]: done in ([0-9]+) ms.*/\1/p' "$j" |
+            awk '{ printf "%.3f", $1 / 1000 }')"
+        add unit "$name" "$(awk -F= '/^ExecMainStartTimestampMonotonic=[1-9]/ { printf "%.3f", $2 / 1e6 }' "$res/hello-show")"
+        add out "$name" "$(mono "$j" 'hello\[[0-9]+\]: ITS-CONTAINER-OUTPUT')"
+        add reload "$name" "$(sed -nE 's/.*Reloading finished in ([0-9]+) ms.*/\1/p' "$res/pid1" |
+            awk '{ s += $1 } END { if (NR) printf "%.3f", s / 1000 }')"
+        add userspace "$name" "$(mono "$j" 'Switching root')"
+        ((round == 1)) && [[ -s $res/plot.svg ]] && cp "$res/plot.svg" "$svgdir/$name.svg"
+    done
+done
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (!NR) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+med() { printf '%s' "${vals["$1 $2"]:-}" | grep . | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "n/a" }'; }
+row() { printf '%-52s %10s %10s %10s   %s\n' "$@"; }
+
+echo
+echo "medians over $boots boots each, seconds since kernel start (${its_accel_args})"
+row "" "ours (1)" "sysroot(8)" "ensure(7)" "ratio"
+a1=$(med act first-boot) a8=$(med act systemd-sysroot)
+row "activation unit in the initrd (Starting->Finished)" "$a1" "$a8" "-" "ours/8 = $(ratio "$a1" "$a8")"
+row "  ours, as the binary reports it ('done in')" "$(med self first-boot)" "-" "-" ""
+row "switch-root (initrd done)" "$(med userspace first-boot)" "$(med userspace systemd-sysroot)" "$(med userspace ensure-sysext)" ""
+u1=$(med unit first-boot) u7=$(med unit ensure-sysext)
+row "quadlet unit started" "$u1" "$(med unit systemd-sysroot)" "$u7" "ours/7 = $(ratio "$u1" "$u7")"
+o1=$(med out first-boot) o7=$(med out ensure-sysext)
+row "container output" "$o1" "$(med out systemd-sysroot)" "$o7" "ours/7 = $(ratio "$o1" "$o7")"
+row "PID 1 reload time (sum)" "$(med reload first-boot)" "$(med reload systemd-sysroot)" "$(med reload ensure-sysext)" ""
+echo
+echo "per boot:"
+for k in "${!vals[@]}"; do printf '  %-28s %s\n' "$k" "$(printf '%s' "${vals[$k]}" | tr '\n' ' ')"; done | sort
+echo "plots:" "$svgdir"/*.svg

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Shared by run.sh, bench.sh and demo.sh (sourced): accelerator choice,
+# per-scenario disk images, one boot with its evidence read back from a
+# results disk. Every temp file, mount and qemu process is registered here
+# and removed by the EXIT trap.
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+cache=${INITRD_SYSEXT_CACHE:-/var/cache/initrd-sysext}
+its_tmp=$(mktemp -d /tmp/its.XXXXXX)
+its_mounts=()
+its_pids=()
+
+its_cleanup() {
+    local p m
+    for p in "${its_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for m in "${its_mounts[@]}"; do
+        mountpoint -q "$m" && umount -l "$m" # autoclear frees the loop
+    done
+    rm -rf "$its_tmp"
+}
+trap its_cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "[$(date +%T)] $*" >&2; }
+
+# KVM only when a guest kernel really gets to its root-mount panic under it:
+# here /dev/kvm exists but the vCPU aborts or hangs.
+its_accel() {
+    [[ -n ${its_accel_args:-} ]] && return 0
+    local want=${ITS_ACCEL:-auto} probe=$its_tmp/kvm-probe.log
+    if [[ $want != tcg && -w /dev/kvm ]] &&
+        (timeout 20 qemu-system-x86_64 -accel kvm -cpu host -m 256 -nodefaults \
+            -display none -no-reboot -serial "file:$probe" -kernel "$GUEST/vmlinuz" \
+            -append "console=ttyS0 panic=-1 root=/dev/its-none"; exit $?) >/dev/null 2>&1 &&
+        grep -q 'Kernel panic' "$probe"; then
+        its_accel_args="-accel kvm -cpu host"
+    elif [[ $want == kvm ]]; then
+        log "KVM requested but does not work here"; return 1
+    else
+        its_accel_args="-accel tcg -cpu max"
+    fi
+    log "accelerator: $its_accel_args"
+}
+
+# The guest (built once, cached); sets GUEST.
+its_guest() {
+    [[ -n ${GUEST:-} ]] && return 0
+    local t0=$SECONDS
+    GUEST=$(bash "$here/build-guest.sh" 2>"$its_tmp/build-guest.log" | tail -n1) || {
+        cat "$its_tmp/build-guest.log" >&2; return 1; }
+    log "guest: $GUEST ($((SECONDS - t0)) s)"
+}
+
+# The podman extension image; sets PODMAN_RAW. ITS_PODMAN_RAW overrides.
+its_podman() {
+    [[ -n ${PODMAN_RAW:-} ]] && return 0
+    local t0=$SECONDS
+    if [[ -n ${ITS_PODMAN_RAW:-} ]]; then
+        PODMAN_RAW=$ITS_PODMAN_RAW
+    else
+        PODMAN_RAW=$(bash "$repo/sysext/podman/build.sh" 2>"$its_tmp/podman.log" | tail -n1) || {
+            cat "$its_tmp/podman.log" >&2; return 1; }
+    fi
+    [[ -f $PODMAN_RAW ]] || { log "no podman image at '$PODMAN_RAW'"; return 1; }
+    log "podman image: $PODMAN_RAW ($((SECONDS - t0)) s)"
+}
+
+# PODMAN_NAME / PODMAN_VERSION from the image's release file, and the
+# initrd-scoped copy for scenario 8 (cached next to the guest).
+its_podman_meta() {
+    [[ -n ${PODMAN_NAME:-} ]] && return 0
+    local m=$its_tmp/podman-mnt rel sum
+    mkdir -p "$m"; its_mounts+=("$m")
+    mount -o loop,ro "$PODMAN_RAW" "$m"
+    rel=$(ls "$m"/usr/lib/extension-release.d/)
+    PODMAN_NAME=${rel#extension-release.}
+    # podman-<ver>-debian-13-x86-64.raw
+    PODMAN_VERSION=$(basename "$PODMAN_RAW" .raw)
+    PODMAN_VERSION=${PODMAN_VERSION#podman-}
+    PODMAN_VERSION=${PODMAN_VERSION%%-debian*}
+    sum=$(sha256sum <"$PODMAN_RAW" | cut -c1-16)
+    PODMAN_SCOPED_RAW=$cache/its-podman-scope-initrd-$sum.raw
+    if [[ ! -f $PODMAN_SCOPED_RAW ]]; then
+        cp -a "$m" "$its_tmp/scoped"
+        rel=$its_tmp/scoped/usr/lib/extension-release.d/$rel
+        sed -i '/^SYSEXT_SCOPE=/d' "$rel"
+        echo 'SYSEXT_SCOPE=initrd system portable' >>"$rel"
+        mkfs.erofs -zlz4hc "$PODMAN_SCOPED_RAW.tmp" "$its_tmp/scoped" >/dev/null
+        mv "$PODMAN_SCOPED_RAW.tmp" "$PODMAN_SCOPED_RAW"
+        rm -rf "$its_tmp/scoped"
+    fi
+    umount "$m"
+    log "podman extension: name=$PODMAN_NAME version=$PODMAN_VERSION"
+}
+
+# its_image DIR PREP: DIR/root.raw = the guest root plus what the function
+# PREP (called with the mounted root) adds. PREP may create DIR/usr.raw.
+its_image() {
+    local dir=$1 prep=$2 mnt=$1/mnt
+    mkdir -p "$mnt"
+    cp --sparse=always "$GUEST/root.img" "$dir/root.raw"
+    its_mounts+=("$mnt")
+    mount -o loop "$dir/root.raw" "$mnt"
+    "$prep" "$mnt" "$dir"
+    umount "$mnt"
+}
+
+# its_boot DIR INITRD CMDLINE...: boot DIR's images on a fresh qcow2 overlay,
+# extract the guest's evidence to DIR/res (console log in DIR/res/console.log).
+# Returns non-zero when the guest never finished collecting.
+its_boot() {
+    local dir=$1 initrd=$2; shift 2
+    local res=$dir/res t0=$SECONDS pid rc=0 drives=()
+    # The guest finds its disks by serial: /dev/disk/by-id/virtio-NAME.
+    disk() { drives+=(-drive "if=none,id=$2,$1" -device "virtio-blk-pci,drive=$2,serial=$2"); }
+    rm -rf "$res" && mkdir -p "$res"
+    qemu-img create -q -f qcow2 -F raw -b "$dir/root.raw" "$dir/root.qcow2"
+    disk "file=$dir/root.qcow2,format=qcow2,cache=unsafe" root
+    if [[ -f $dir/usr.raw ]]; then
+        qemu-img create -q -f qcow2 -F raw -b "$dir/usr.raw" "$dir/usr.qcow2"
+        disk "file=$dir/usr.qcow2,format=qcow2,cache=unsafe" usr
+    fi
+    truncate -s 0 "$dir/results.img" && truncate -s 64M "$dir/results.img"
+    disk "file=$dir/results.img,format=raw" results
+    # shellcheck disable=SC2086 # its_accel_args is a word list
+    timeout "${ITS_BOOT_TIMEOUT:-480}" qemu-system-x86_64 $its_accel_args \
+        -smp 2 -m 2048 -nodefaults -display none -no-reboot \
+        -device virtio-rng-pci "${drives[@]}" -serial "file:$res/console.log" \
+        -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initrd-$initrd.img" \
+        -append "console=ttyS0 root=/dev/disk/by-id/virtio-root rw panic=-1 $*" \
+        >"$res/qemu.log" 2>&1 &
+    pid=$!
+    its_pids+=("$pid")
+    wait "$pid" || rc=$?
+    rm -f "$dir/root.qcow2" "$dir/usr.qcow2"
+    tar -C "$res" -xf "$dir/results.img" 2>/dev/null || true
+    log "boot done in $((SECONDS - t0)) s (qemu rc=$rc)"
+    grep -q ITS-COLLECT-DONE "$res/console.log"
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Boot the QEMU scenarios and judge each from the evidence the guest wrote to
+# its results disk:  tests-qemu/run.sh [scenario...]   (default: all)
+# ITS_OUT=DIR keeps each scenario's evidence in DIR/NAME/res; ITS_ACCEL=tcg|kvm
+# skips the probe; ITS_PODMAN_RAW=FILE uses that image instead of building it.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scenarios.sh
+. "$here/scenarios.sh"
+
+names=("$@")
+((${#names[@]})) || names=("${SCENARIOS[@]}")
+for name in "${names[@]}"; do
+    [[ -n ${S_INITRD[$name]:-} ]] || { echo "unknown scenario $name (${SCENARIOS[*]})" >&2; exit 2; }
+done
+t0=$SECONDS passed=0 failed=0
+if ! { its_guest && its_accel && its_podman && its_podman_meta; }; then
+    echo "set-up failed"
+    echo "0 passed, ${#names[@]} failed"
+    exit 1
+fi
+for name in "${names[@]}"; do
+    fn=${name//-/_} dir=${ITS_OUT:-$its_tmp}/$name fails=0
+    log "== $name (initrd: ${S_INITRD[$name]}, cmdline: ${S_CMDLINE[$name]:-})"
+    its_image "$dir" "prep_$fn"
+    echo "$name:"
+    if its_boot "$dir" "${S_INITRD[$name]}" "${S_CMDLINE[$name]:-}"; then
+        res=$dir/res
+        "check_$fn"
+    else
+        echo "    FAIL  guest did not finish; console tail:"
+        tail -n 15 "$dir/res/console.log" | ev
+        fails=1
+    fi
+    rm -f "$dir/root.raw" "$dir/usr.raw" "$dir/results.img"
+    if ((fails)); then
+        echo "FAIL $name"; failed=$((failed + 1))
+    else
+        echo "PASS $name"; passed=$((passed + 1))
+    fi
+done
+log "total $((SECONDS - t0)) s"
+echo "$passed passed, $failed failed"
+((failed == 0))

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Scenario table (sourced after lib.sh). Each scenario NAME has:
+#   S_INITRD[NAME]   initrd variant: ours | plain | sysroot
+#   S_CMDLINE[NAME]  extra kernel arguments
+#   prep_NAME MNT DIR  adds files to the mounted guest root
+#   check_NAME         judges $res (the guest's evidence), via has/hasnt
+# shellcheck disable=SC2034,SC2154 # tables read by run.sh; res, PODMAN_* set there
+SCENARIOS=(first-boot toggle-off bad-image flatcar-layout after-boot-compat
+    rootless ensure-sysext ensure-sysext-without-oneshot systemd-sysroot)
+declare -A S_INITRD=(
+    [first-boot]=ours [toggle-off]=ours [bad-image]=ours [flatcar-layout]=ours
+    [after-boot-compat]=ours [rootless]=ours [ensure-sysext]=plain
+    [ensure-sysext-without-oneshot]=plain [systemd-sysroot]=sysroot)
+declare -A S_CMDLINE=([toggle-off]="rd.sysext=0"
+    [flatcar-layout]="mount.usr=/dev/disk/by-id/virtio-usr mount.usrfstype=ext4 mount.usrflags=ro")
+
+# --- evidence helpers ------------------------------------------------------
+fails=0
+ev() { sed 's/^/          | /' | cut -c1-150; }
+# has DESC FILE ERE: pass when a line of FILE matches; those lines are shown.
+has() {
+    if grep -Eq -- "$3" "$res/$2" 2>/dev/null; then
+        echo "    ok    $1"; grep -E -m4 -- "$3" "$res/$2" | ev
+    else
+        echo "    FAIL  $1: no /$3/ in $2"; tail -n3 "$res/$2" 2>/dev/null | ev
+        fails=$((fails + 1))
+    fi
+}
+# hasnt DESC FILE ERE: pass when no line of FILE matches.
+hasnt() {
+    if [[ ! -e $res/$2 ]]; then
+        echo "    FAIL  $1: $2 missing"; fails=$((fails + 1))
+    elif grep -Eq -- "$3" "$res/$2"; then
+        echo "    FAIL  $1: /$3/ in $2"; grep -E -m4 -- "$3" "$res/$2" | ev
+        fails=$((fails + 1))
+    else
+        echo "    ok    $1 (no /$3/ in $2)"
+    fi
+}
+# one overlay on /usr, not two stacked
+usr_overlays() { awk '$5 == "/usr" && / - overlay /' "$res/mountinfo" | wc -l; }
+one_overlay() {
+    local n; n=$(usr_overlays)
+    if [[ $n == 1 ]]; then echo "    ok    exactly one overlay on /usr"
+    else echo "    FAIL  $n overlays on /usr"; fails=$((fails + 1)); fi
+}
+
+# --- building blocks -------------------------------------------------------
+checks() { echo "$2" >"$1/etc/its/checks"; }
+put_podman() { install -D -m 0644 "$PODMAN_RAW" "$1/var/lib/extensions/$PODMAN_NAME.raw"; }
+quadlet_ran() {
+    has "quadlet unit was generated" hello-show '^LoadState=loaded'
+    has "quadlet unit ran to completion" hello-show '^ExecMainExitTimestampMonotonic=[1-9]'
+    has "quadlet unit succeeded" hello-show '^ExecMainStatus=0'
+    has "container output in the journal" hello-journal 'ITS-CONTAINER-OUTPUT'
+}
+merged_by_us() {
+    has "our merge decision in journalctl -b" journal "initrd-sysext\[[0-9]+\]: merged $PODMAN_NAME from "
+    has "systemd-sysext status lists podman" sysext-status "$PODMAN_NAME"
+    has "findmnt /usr shows the overlay" findmnt-usr 'overlay'
+}
+
+# --- 1 ---------------------------------------------------------------------
+prep_first_boot() { put_podman "$1"; checks "$1" "podman plot"; }
+check_first_boot() {
+    quadlet_ran
+    hasnt "PID 1 did not reload" pid1 'Reloading'
+    merged_by_us
+    has "podman run --rootfs works" podman-run 'ITS-PODMAN-RUN-OK'
+    has "report.json present" report.json '.'
+    has "policy.json copied though /etc/containers/systemd existed" policy '^rc=0'
+    has "/etc/containers/systemd was there before boot" etc-containers 'hello.container'
+}
+# --- 2 ---------------------------------------------------------------------
+prep_toggle_off() { put_podman "$1"; checks "$1" ""; }
+check_toggle_off() {
+    hasnt "nothing merged on /usr" findmnt-usr 'overlay'
+    has "multi-user.target reached" multi-user '^active'
+    has "quadlet unit does not exist" hello-show '^LoadState=not-found'
+    has "the activator's own lines" journal 'initrd-sysext\[[0-9]+\]: '
+}
+# --- 3 ---------------------------------------------------------------------
+prep_bad_image() {
+    put_podman "$1"
+    head -c 4M /dev/urandom >"$1/var/lib/extensions/garbage.raw"
+    # The real superblock, full size, random blocks after it: identified as
+    # erofs and mountable, then unreadable.
+    local size; size=$(stat -c %s "$PODMAN_RAW")
+    { head -c 4096 "$PODMAN_RAW"; head -c $((size - 4096)) /dev/urandom; } \
+        >"$1/var/lib/extensions/corrupt.raw"
+    checks "$1" "podman"
+}
+check_bad_image() {
+    has "multi-user.target reached" multi-user '^active'
+    quadlet_ran
+    merged_by_us
+    has "podman run works" podman-run 'ITS-PODMAN-RUN-OK'
+    has "garbage.raw named with its reason" journal 'initrd-sysext\[[0-9]+\]: skipped garbage \(.*\): '
+    has "corrupt.raw named with its reason" journal 'initrd-sysext\[[0-9]+\]: skipped corrupt \(.*\): '
+}
+# --- 4 ---------------------------------------------------------------------
+prep_flatcar_layout() {
+    local f=podman-$PODMAN_VERSION.raw
+    install -D -m 0644 "$PODMAN_RAW" "$1/opt/extensions/podman/$f"
+    mkdir -p "$1/etc/extensions"
+    ln -s "/opt/extensions/podman/$f" "$1/etc/extensions/$PODMAN_NAME.raw"
+    checks "$1" "podman"
+    # /usr moves to its own read-only partition; root keeps the empty dir.
+    mkfs.ext4 -q -L usr -d "$1/usr" "$2/usr.raw" 2G >/dev/null
+    find "$1/usr" -mindepth 1 -delete
+}
+check_flatcar_layout() {
+    has "/usr partition mounted read-only under the overlay" mountinfo ' /usr ro.* - ext4 /dev/vd'
+    has "image reached through the /etc/extensions symlink" journal "initrd-sysext\[[0-9]+\]: merged $PODMAN_NAME from /etc/extensions/$PODMAN_NAME.raw"
+    merged_by_us
+    quadlet_ran
+    has "podman run works" podman-run 'ITS-PODMAN-RUN-OK'
+}
+# --- 5 ---------------------------------------------------------------------
+prep_after_boot_compat() {
+    put_podman "$1"
+    ln -s /usr/lib/systemd/system/systemd-sysext.service \
+        "$1/etc/systemd/system/sysinit.target.wants/systemd-sysext.service"
+    cat >"$1/etc/its/scenario.sh" <<'EOS'
+#!/bin/bash
+ov() { awk '$5 == "/usr" && / - overlay /' /proc/self/mountinfo | wc -l; }
+echo "before: overlays=$(ov)"; systemd-sysext status
+systemd-sysext unmerge; echo "unmerge rc=$? overlays=$(ov)"
+systemd-sysext merge; echo "merge rc=$? overlays=$(ov)"; systemd-sysext status
+EOS
+    chmod +x "$1/etc/its/scenario.sh"
+    checks "$1" ""
+}
+check_after_boot_compat() {
+    has "systemd-sysext.service refreshed in the booted system" journal 'Finished systemd-sysext.service'
+    merged_by_us
+    one_overlay
+    quadlet_ran
+    has "no second overlay stacked by the refresh" scenario '^before: overlays=1$'
+    has "systemd-sysext unmerge works on our state" scenario '^unmerge rc=0 overlays=0$'
+    has "systemd-sysext merge works after it" scenario '^merge rc=0 overlays=1$'
+}
+# --- 6 ---------------------------------------------------------------------
+prep_rootless() { put_podman "$1"; checks "$1" "rootless"; }
+check_rootless() {
+    has "rootless podman run as tester" rootless 'ITS-ROOTLESS-OK uid=0'
+    has "user namespace mapped from /etc/subuid" rootless '^ +1 +100000 +65536'
+}
+# --- 7 ---------------------------------------------------------------------
+enable_sysext() {
+    ln -s /usr/lib/systemd/system/systemd-sysext.service \
+        "$1/etc/systemd/system/sysinit.target.wants/systemd-sysext.service"
+}
+prep_ensure_sysext() {
+    put_podman "$1"; enable_sysext "$1"
+    ln -s ../ensure-sysext.service "$1/etc/systemd/system/sysinit.target.wants/"
+    checks "$1" "plot"
+}
+check_ensure_sysext() {
+    has "merged after boot by systemd-sysext.service" findmnt-usr 'overlay'
+    has "PID 1 reloaded (the workaround's cost)" pid1 'Reloading'
+    quadlet_ran
+}
+prep_ensure_sysext_without_oneshot() { put_podman "$1"; enable_sysext "$1"; checks "$1" ""; }
+check_ensure_sysext_without_oneshot() {
+    has "merged after boot by systemd-sysext.service" findmnt-usr 'overlay'
+    has "quadlet unit not started on first boot" hello-show '^ExecMainStartTimestampMonotonic=0$'
+    hasnt "no container output" hello-journal 'ITS-CONTAINER-OUTPUT'
+}
+# --- 8 ---------------------------------------------------------------------
+# systemd 257 run in the initrd checks the initrd's scope: the image must say
+# SYSEXT_SCOPE=initrd or it silently merges nothing (and still "succeeds").
+prep_systemd_sysroot() {
+    install -D -m 0644 "$PODMAN_SCOPED_RAW" "$1/var/lib/extensions/$PODMAN_NAME.raw"
+    checks "$1" "plot"
+}
+check_systemd_sysroot() {
+    has "systemd-sysext merged in the initrd" journal 'Finished its-sysroot-merge.service'
+    has "findmnt /usr shows the overlay" findmnt-usr 'overlay'
+    hasnt "PID 1 did not reload" pid1 'Reloading'
+    quadlet_ran
+}
