@@ -22,7 +22,8 @@ commands:
   unmerge   undo a merge (ours or systemd-sysext's) and release its loop devices
 
 options:
-  --sysroot DIR   the root to merge into (default /sysroot)
+  --sysroot DIR   the root to merge into (default /sysroot; status and unmerge
+                  outside the initrd default to /)
   --cmdline FILE  kernel command line to obey (default /proc/cmdline)
   --report FILE   where merge writes its JSON report (default /run/initrd-sysext/report.json)
   --json          plan and status: print JSON
@@ -39,7 +40,7 @@ enum Command {
 
 fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String> {
     let mut opts = Options {
-        sysroot: "/sysroot".into(),
+        sysroot: String::new(),
         cmdline: "/proc/cmdline".into(),
         report: report::DEFAULT_REPORT.into(),
         json: false,
@@ -64,13 +65,22 @@ fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String
             other => return Err(format!("unexpected argument: {other}")),
         }
     }
+    let command = command.ok_or("no command given")?;
+    if opts.sysroot.is_empty() {
+        // In the booted system there is no /sysroot: status and unmerge look at the running root.
+        let booted = !std::path::Path::new("/etc/initrd-release").exists();
+        opts.sysroot = match command {
+            Command::Status | Command::Unmerge if booted => "/".into(),
+            _ => "/sysroot".into(),
+        };
+    }
     // Staging moves us between mount namespaces, which resets the working directory.
     let absolute =
         |p: &str| std::path::absolute(p).map(|p| p.to_string_lossy().into_owned()).map_err(|e| format!("{p}: {e}"));
     opts.sysroot = absolute(&opts.sysroot)?;
     opts.report = absolute(&opts.report)?;
     opts.cmdline = absolute(&opts.cmdline)?;
-    Ok((command.ok_or("no command given")?, opts))
+    Ok((command, opts))
 }
 
 fn plan(opts: &Options) -> Result<()> {
