@@ -160,7 +160,8 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
     let mut plan = plan::build(&Inputs { cmdline, host: host(&root), hierarchies, images });
     plan.notes.splice(0..0, notes);
     // Images we will not merge let go of their loop devices now.
-    staged.retain(|name, _| plan.merged_names().contains(name));
+    let merging = plan.merged_names();
+    staged.retain(|name, _| merging.contains(name));
     Ok(Prepared { root, plan, staged, targets, faults })
 }
 
