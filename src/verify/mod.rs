@@ -2,6 +2,8 @@
 //! system claims against the file we have, so a truncated download is named as such instead of
 //! failing somewhere inside the kernel.
 
+pub mod signature;
+
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
