@@ -13,14 +13,16 @@ use std::time::{Duration, Instant};
 
 use rustix::fs::{mkdirat, Mode, OFlags};
 
-use crate::discover::Object;
 use crate::error::{Context, Error, Result};
 use crate::plan::{Action, Hierarchy, HierarchyState, Plan};
 use crate::state;
-use crate::sys::fs::{open_in_root, proc_path, reopen_read};
+use crate::inspect::ImageRoot;
+use crate::sys::fs::{open_in_root, proc_path};
+use crate::sys::loopdev::{self, Range};
 use crate::sys::staging::{self, Staging};
-use crate::sys::{loopdev, mount};
-use crate::verify::Kind;
+use crate::sys::{devmapper, mount};
+use crate::verify::evidence::{Region, Source};
+use crate::verify::gpt::Role;
 
 /// Failures to inject in tests, from `INITRD_SYSEXT_TEST_FAULTS`, e.g.
 /// `overlay=bad,attach=usr,loop-control=/dev/null`. Empty in real boots.
@@ -49,23 +51,55 @@ impl Faults {
 /// An image ready to be a layer: a detached mount of it (a clone, for a directory).
 pub struct Staged {
     pub mount: OwnedFd,
+    /// Whether the mount is the image's root or its `/usr` (a DDI usr partition).
+    pub role: Role,
     pub took: Duration,
 }
 
-/// Mount one image, detached and read-only. The loop fd is closed on return, so from then on the
-/// mount alone keeps the device alive.
-pub fn stage(object: &Object, kind: Kind, faults: &Faults) -> Result<Staged> {
-    let start = Instant::now();
-    let mount = match object {
-        Object::Dir(fd) => mount::clone_tree_fd(fd.as_fd()).context("cloning the directory")?,
-        Object::File(fd) => {
-            let fstype = kind.fstype().ok_or_else(|| Error::msg(format!("{kind} images cannot be mounted")))?;
-            let backing = reopen_read(fd.as_fd()).context("opening the image for reading")?;
-            let dev = loopdev::attach(backing.as_fd(), faults.loop_control.as_deref().unwrap_or("/dev/loop-control"))?;
-            mount::block_fs(fstype, &dev.path).with_context(|| format!("mounting {fstype} from {}", dev.path))?
-        }
+impl Staged {
+    pub fn root(&self) -> ImageRoot<'_> {
+        ImageRoot { fd: self.mount.as_fd(), role: self.role }
+    }
+}
+
+/// What to stage: a directory, or an image file with its examined source.
+pub enum Stageable<'a> {
+    Dir(BorrowedFd<'a>),
+    File(&'a Source),
+}
+
+fn attach_region(r: &Region, faults: &Faults) -> Result<loopdev::LoopDevice> {
+    let control = faults.loop_control.as_deref().unwrap_or("/dev/loop-control");
+    loopdev::attach(r.fd.as_fd(), Range { offset: r.offset, size: r.size }, control)
+}
+
+/// The device to mount a source from: its loop device, or a dm-verity device over the data and
+/// hash loop devices. The verity device is handed to the mount with a deferred remove, so it
+/// and its loop devices go away with the last mount of it.
+fn mount_source(name: &str, src: &Source, faults: &Faults) -> Result<OwnedFd> {
+    let fstype = src.fs.fstype().ok_or_else(|| Error::msg(format!("{} images cannot be mounted", src.fs)))?;
+    let data = attach_region(&src.data, faults)?;
+    let Some(v) = &src.verity else {
+        return mount::block_fs(fstype, &data.path).with_context(|| format!("mounting {fstype} from {}", data.path));
     };
-    Ok(Staged { mount, took: start.elapsed() })
+    let hash = attach_region(&v.hash, faults).context("attaching the hash tree")?;
+    let sectors = v.superblock.data_bytes().unwrap_or(0) / 512;
+    let table = v.superblock.table(&data.path, &hash.path, &v.root_hash);
+    let dev = devmapper::create_verity(&format!("initrd-sysext-{name}"), sectors, &table)?;
+    let mount = mount::block_fs(fstype, &dev.path).with_context(|| format!("mounting {fstype} from {}", dev.path))?;
+    dev.release()?;
+    Ok(mount)
+}
+
+/// Mount one image, detached and read-only. Device fds are closed on return, so from then on
+/// the mount alone keeps the devices alive.
+pub fn stage(name: &str, what: Stageable, faults: &Faults) -> Result<Staged> {
+    let start = Instant::now();
+    let (mount, role) = match what {
+        Stageable::Dir(fd) => (mount::clone_tree_fd(fd).context("cloning the directory")?, Role::Root),
+        Stageable::File(src) => (mount_source(name, src, faults)?, src.role),
+    };
+    Ok(Staged { mount, role, took: start.elapsed() })
 }
 
 /// A hierarchy of the sysroot, as found before merging.
@@ -114,10 +148,11 @@ fn build(
     let mut fds =
         vec![open_in_root(meta.as_fd(), ".", OFlags::PATH | OFlags::DIRECTORY).context("opening the META layer")?];
     for name in layers {
-        let mnt = &staged.get(name).ok_or_else(|| Error::msg(format!("{name} was not staged")))?.mount;
+        let image = staged.get(name).ok_or_else(|| Error::msg(format!("{name} was not staged")))?.root();
         // Resolved inside the image: a `usr` symlink in an image cannot point at our own root.
         fds.push(
-            open_in_root(mnt.as_fd(), h.dir(), OFlags::PATH | OFlags::DIRECTORY)
+            image
+                .open(h.dir(), OFlags::PATH | OFlags::DIRECTORY)
                 .with_context(|| format!("opening {} in {name}", h.path()))?,
         );
     }

@@ -14,9 +14,32 @@ pub enum Selection {
     Only(Vec<String>),
 }
 
+/// What an image must prove before it is mounted at all: `rd.sysext.policy=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// dm-verity with a root hash signed by a trusted certificate.
+    Signed,
+    /// dm-verity; a signature is not required.
+    Verity,
+    /// Anything that passes the other checks.
+    Any,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Signed => "signed",
+            Policy::Verity => "verity",
+            Policy::Any => "any",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cmdline {
     pub selection: Selection,
+    /// `None`: the default, `signed` when a trusted certificate is installed, else `any`.
+    pub policy: Option<Policy>,
     /// Values we did not understand; each falls back to the default and is logged.
     pub warnings: Vec<String>,
 }
@@ -69,6 +92,7 @@ pub fn parse(text: &str) -> Cmdline {
     let mut selection = Selection::All;
     let mut disabled_by = None;
     let mut warnings = Vec::new();
+    let mut policy = None;
     for word in words(text) {
         let (key, value) = match word.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -97,18 +121,35 @@ pub fn parse(text: &str) -> Cmdline {
                 Some(Some(false)) => disabled_by = Some(word.clone()),
                 Some(None) => warnings.push(format!("ignoring {word}: expected a boolean")),
             },
+            "rd.sysext.policy" => match value {
+                Some("signed") => policy = Some(Policy::Signed),
+                Some("verity") => policy = Some(Policy::Verity),
+                Some("any") => policy = Some(Policy::Any),
+                // A typo must not weaken anything: fall back to the default, which is strict.
+                _ => warnings.push(format!("ignoring {word}: expected signed, verity or any; using the default")),
+            },
             _ => {}
         }
     }
     if let Some(by) = disabled_by {
         selection = Selection::Disabled { by };
     }
-    Cmdline { selection, warnings }
+    Cmdline { selection, policy, warnings }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy() {
+        assert_eq!(parse("quiet").policy, None);
+        assert_eq!(parse("rd.sysext.policy=verity").policy, Some(Policy::Verity));
+        assert_eq!(parse("rd.sysext.policy=any rd.sysext.policy=signed").policy, Some(Policy::Signed));
+        let typo = parse("rd.sysext.policy=sigend");
+        assert_eq!(typo.policy, None);
+        assert_eq!(typo.warnings, ["ignoring rd.sysext.policy=sigend: expected signed, verity or any; using the default"]);
+    }
 
     fn sel(s: &str) -> Selection {
         parse(s).selection

@@ -84,7 +84,9 @@ fn scan_dir(root: BorrowedFd, root_real: &str, dir: &str, notes: &mut Vec<String
         }
     };
     let mut out = Vec::new();
-    for entry in names.into_iter().filter(|n| !n.starts_with('.')) {
+    // Sidecars (`NAME.verity`, …) belong to their image; they are not images themselves.
+    let is_sidecar = |n: &str| crate::verify::evidence::SIDECAR_SUFFIXES.iter().any(|s| n.ends_with(s));
+    for entry in names.into_iter().filter(|n| !n.starts_with('.') && !is_sidecar(n)) {
         let path = format!("{dir}/{entry}");
         let link = statat(&dirfd, entry.as_str(), AtFlags::SYMLINK_NOFOLLOW)
             .ok()

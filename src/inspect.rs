@@ -10,8 +10,32 @@ use rustix::io::Errno;
 use crate::error::{Context, Result};
 use crate::plan::{Facts, Hierarchy};
 use crate::release;
-use crate::sys::fs::{list_dir, open_dir_in_root, open_in_root, read_limited};
+use crate::sys::fs::{list_dir, open_in_root, read_limited};
 use crate::validate::{conflicts, Conflict, Node, ReleaseFile};
+use crate::verify::gpt::Role;
+
+/// A mounted image. A plain image or a DDI's root partition holds `usr/` and `opt/`; a DDI's
+/// usr partition is the `/usr` tree itself, so its paths lose the `usr/` prefix.
+#[derive(Clone, Copy)]
+pub struct ImageRoot<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub role: Role,
+}
+
+impl ImageRoot<'_> {
+    /// Open `path` as seen from the extension's root (`usr/lib/os-release`), inside the image.
+    pub fn open(&self, path: &str, flags: OFlags) -> std::io::Result<OwnedFd> {
+        match (self.role, path.strip_prefix("usr")) {
+            (Role::Root, _) => open_in_root(self.fd, path, flags),
+            (Role::Usr, Some(rest)) if rest.is_empty() || rest.starts_with('/') => open_in_root(self.fd, rest, flags),
+            (Role::Usr, _) => Err(Errno::NOENT.into()),
+        }
+    }
+
+    fn open_dir(&self, path: &str) -> std::io::Result<OwnedFd> {
+        self.open(path, OFlags::RDONLY | OFlags::DIRECTORY)
+    }
+}
 
 const RELEASE_DIR: &str = "usr/lib/extension-release.d";
 /// More candidates than this is not a real image; stop reading.
@@ -31,8 +55,8 @@ fn node(mode: u32) -> Node {
     }
 }
 
-fn release_files(image: BorrowedFd, name: &str) -> Result<Vec<ReleaseFile>> {
-    let dir = match open_dir_in_root(image, RELEASE_DIR) {
+fn release_files(image: ImageRoot, name: &str) -> Result<Vec<ReleaseFile>> {
+    let dir = match image.open_dir(RELEASE_DIR) {
         Ok(d) => d,
         Err(e) if missing(&e) => return Ok(Vec::new()),
         Err(e) => return Err(e).context(format!("opening {RELEASE_DIR}")),
@@ -49,7 +73,7 @@ fn release_files(image: BorrowedFd, name: &str) -> Result<Vec<ReleaseFile>> {
         // The exact name may be a symlink (inside the image); the fallback takes regular files only.
         let path = format!("{RELEASE_DIR}/{entry}");
         let fd = if entry == exact {
-            open_in_root(image, &path, OFlags::RDONLY | OFlags::NONBLOCK)
+            image.open(&path, OFlags::RDONLY | OFlags::NONBLOCK)
         } else {
             openat(
                 &dir,
@@ -103,8 +127,8 @@ fn walk(image: BorrowedFd, base: BorrowedFd, path: &str, depth: usize, out: &mut
 }
 
 /// The image's directory for a hierarchy, if it has a non-empty one.
-fn hierarchy_dir(image: BorrowedFd, h: Hierarchy) -> Result<Option<OwnedFd>> {
-    let fd = match open_dir_in_root(image, h.dir()) {
+fn hierarchy_dir(image: ImageRoot, h: Hierarchy) -> Result<Option<OwnedFd>> {
+    let fd = match image.open_dir(h.dir()) {
         Ok(fd) => fd,
         Err(e) if missing(&e) => return Ok(None),
         Err(e) => return Err(e).context(format!("opening {} in the image", h.path())),
@@ -114,9 +138,9 @@ fn hierarchy_dir(image: BorrowedFd, h: Hierarchy) -> Result<Option<OwnedFd>> {
 }
 
 /// `bases` are the sysroot's hierarchy directories that exist, opened before any merge.
-pub fn inspect(image: BorrowedFd, name: &str, bases: &[(Hierarchy, BorrowedFd)]) -> Result<Facts> {
+pub fn inspect(image: ImageRoot, name: &str, bases: &[(Hierarchy, BorrowedFd)]) -> Result<Facts> {
     let release_files = release_files(image, name)?;
-    let has_os_release = match open_in_root(image, "usr/lib/os-release", OFlags::PATH) {
+    let has_os_release = match image.open("usr/lib/os-release", OFlags::PATH) {
         Ok(_) => true,
         Err(e) if missing(&e) => false,
         Err(e) => return Err(e).context("checking for usr/lib/os-release"),

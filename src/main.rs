@@ -26,6 +26,8 @@ options:
                   outside the initrd default to /)
   --cmdline FILE  kernel command line to obey (default /proc/cmdline)
   --report FILE   where merge writes its JSON report (default /run/initrd-sysext/report.json)
+  --certs DIRS    colon-separated directories of trusted *.crt files in the initrd (default
+                  /etc/verity.d:/usr/lib/verity.d); SYSROOT/usr/lib/verity.d is always read
   --json          plan and status: print JSON
   -h, --help      this text
   -V, --version   the version
@@ -42,6 +44,7 @@ fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String
     let mut opts = Options {
         sysroot: String::new(),
         cmdline: "/proc/cmdline".into(),
+        cert_dirs: vec!["/etc/verity.d".into(), "/usr/lib/verity.d".into()],
         report: report::DEFAULT_REPORT.into(),
         json: false,
     };
@@ -53,6 +56,9 @@ fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String
             "--sysroot" => opts.sysroot = value("--sysroot")?,
             "--cmdline" => opts.cmdline = value("--cmdline")?,
             "--report" => opts.report = value("--report")?,
+            "--certs" => {
+                opts.cert_dirs = value("--certs")?.split(':').filter(|d| !d.is_empty()).map(String::from).collect()
+            }
             "--json" => opts.json = true,
             "merge" | "plan" | "status" | "unmerge" if command.is_none() => {
                 command = Some(match a.as_str() {
@@ -80,6 +86,7 @@ fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String
     opts.sysroot = absolute(&opts.sysroot)?;
     opts.report = absolute(&opts.report)?;
     opts.cmdline = absolute(&opts.cmdline)?;
+    opts.cert_dirs = opts.cert_dirs.iter().map(|d| absolute(d)).collect::<std::result::Result<_, _>>()?;
     Ok((command, opts))
 }
 

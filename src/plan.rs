@@ -2,9 +2,9 @@
 //! host's release, the state of /usr and /opt and the command line. No syscalls here, so every
 //! rule is unit-tested without root.
 
-use crate::cmdline::{Cmdline, Selection};
+use crate::cmdline::{Cmdline, Policy, Selection};
 use crate::validate::{self, Conflict, Host, ReleaseFile};
-use crate::verify::Kind;
+use crate::verify::{Kind, Signature, Trust};
 use crate::version;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,6 +54,8 @@ pub struct ImageInput {
     pub size: u64,
     /// The kind, or why the file cannot be an image at all.
     pub kind: Result<Kind, String>,
+    /// What protects it, or why its protection is broken; `None` when not examined.
+    pub trust: Option<Result<Trust, String>>,
     /// What the image holds; `None` when it was not opened (not needed, or not selected).
     pub facts: Option<Result<Facts, String>>,
 }
@@ -72,6 +74,8 @@ pub enum HierarchyState {
 
 pub struct Inputs {
     pub cmdline: Cmdline,
+    /// The policy in force: the command line's, or the default for the installed certificates.
+    pub policy: Policy,
     pub host: Result<Host, String>,
     pub hierarchies: Vec<(Hierarchy, HierarchyState)>,
     pub images: Vec<ImageInput>,
@@ -92,6 +96,10 @@ pub struct Decision {
     pub size: u64,
     pub content: Vec<Hierarchy>,
     pub action: Action,
+    /// What protects a merged image, for its log line.
+    pub trust: Option<String>,
+    /// Merged, but with something the admin should know (e.g. not signed).
+    pub warning: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +136,39 @@ pub fn already_merged(hierarchies: &[(Hierarchy, HierarchyState)]) -> Option<(Hi
     })
 }
 
-fn decide(inputs: &Inputs, image: &ImageInput) -> Result<Vec<Hierarchy>, String> {
+/// The default policy: strict as soon as there is something to check signatures against.
+pub fn default_policy(trusted_certificates: usize) -> Policy {
+    if trusted_certificates > 0 {
+        Policy::Signed
+    } else {
+        Policy::Any
+    }
+}
+
+/// Whether the policy lets an image with this protection be mounted at all, and what to warn
+/// about if it does. Checked before the image is opened, so a refused image never reaches the
+/// kernel's file system code.
+pub fn admit(policy: Policy, trust: &Trust) -> Result<Option<String>, String> {
+    let p = policy.as_str();
+    match (policy, &trust.root_hash, &trust.signature) {
+        (_, Some(_), Signature::Valid { .. }) => Ok(None),
+        (Policy::Signed, _, Signature::Invalid { reason }) => Err(format!("{reason} (policy {p})")),
+        (Policy::Signed, _, Signature::Unchecked) => {
+            Err(format!("unsigned: no trusted certificate is installed to check its signature (policy {p})"))
+        }
+        (Policy::Signed, Some(_), _) => Err(format!("unsigned: it has dm-verity data but no signature (policy {p})")),
+        (Policy::Signed, None, _) => Err(format!("unsigned: it has no dm-verity data and no signature (policy {p})")),
+        (Policy::Verity, None, _) => Err(format!("has no dm-verity data (policy {p})")),
+        (_, _, Signature::Invalid { reason }) => Ok(Some(format!("signature not accepted ({reason}); merged because the policy is {p}"))),
+        (_, Some(_), Signature::Unchecked) => {
+            Ok(Some("signature not checked: no trusted certificate is installed".into()))
+        }
+        (Policy::Verity, Some(_), _) => Ok(None),
+        (_, _, _) => Ok(Some(format!("not signed: merged because the policy is {p}"))),
+    }
+}
+
+fn decide(inputs: &Inputs, image: &ImageInput) -> Result<(Vec<Hierarchy>, Option<String>), String> {
     if let Selection::Disabled { by } = &inputs.cmdline.selection {
         return Err(format!("merging is disabled by {by}"));
     }
@@ -144,10 +184,11 @@ fn decide(inputs: &Inputs, image: &ImageInput) -> Result<Vec<Hierarchy>, String>
             return Err(format!("not listed in rd.sysext={}", names.join(",")));
         }
     }
-    let kind = image.kind.clone()?;
-    if kind == Kind::Ddi {
-        return Err("DDI not supported yet".into());
-    }
+    image.kind.clone()?;
+    let warning = match &image.trust {
+        Some(t) => admit(inputs.policy, t.as_ref()?)?,
+        None => return Err("was not examined".into()),
+    };
     let facts = match &image.facts {
         Some(f) => f.clone()?,
         None => return Err("was not opened".into()),
@@ -174,7 +215,7 @@ fn decide(inputs: &Inputs, image: &ImageInput) -> Result<Vec<Hierarchy>, String>
             return Err(format!("needs {}, which cannot be merged onto: {reason}", h.path()));
         }
     }
-    Ok(facts.content)
+    Ok((facts.content, warning))
 }
 
 pub fn build(inputs: &Inputs) -> Plan {
@@ -182,9 +223,13 @@ pub fn build(inputs: &Inputs) -> Plan {
         .images
         .iter()
         .map(|image| {
-            let (action, content) = match decide(inputs, image) {
-                Ok(content) => (Action::Merge, content),
-                Err(reason) => (Action::Skip { reason }, Vec::new()),
+            let (action, content, warning) = match decide(inputs, image) {
+                Ok((content, warning)) => (Action::Merge, content, warning),
+                Err(reason) => (Action::Skip { reason }, Vec::new(), None),
+            };
+            let trust = match (&action, &image.trust) {
+                (Action::Merge, Some(Ok(t))) => Some(t.describe()),
+                _ => None,
             };
             Decision {
                 name: image.name.clone(),
@@ -194,6 +239,8 @@ pub fn build(inputs: &Inputs) -> Plan {
                 size: image.size,
                 content,
                 action,
+                trust,
+                warning,
             }
         })
         .collect();
@@ -276,6 +323,7 @@ mod tests {
             target: None,
             size: 4096,
             kind: Ok(Kind::Squashfs),
+            trust: Some(Ok(Trust::none())),
             facts: Some(Ok(f)),
         }
     }
@@ -285,8 +333,10 @@ mod tests {
     }
 
     fn inputs(cmd: &str, images: Vec<ImageInput>) -> Inputs {
+        let cmdline = cmdline::parse(cmd);
         Inputs {
-            cmdline: cmdline::parse(cmd),
+            policy: cmdline.policy.unwrap_or(Policy::Any),
+            cmdline,
             host: Ok(host()),
             hierarchies: vec![(Hierarchy::Usr, HierarchyState::Ready), (Hierarchy::Opt, HierarchyState::Ready)],
             images,
@@ -340,12 +390,13 @@ mod tests {
     fn kinds_and_inspection_failures() {
         let mut ddi = good("ddi");
         ddi.kind = Ok(Kind::Ddi);
+        ddi.trust = Some(Err("has more than one usr partition; which one to use is ambiguous".into()));
         let mut junk = good("junk");
         junk.kind = Err("is empty (0 bytes)".into());
         let mut broken = good("broken");
         broken.facts = Some(Err("mounting erofs failed: invalid argument".into()));
         let plan = build(&inputs("", vec![ddi, junk, broken]));
-        assert_eq!(reason(&plan, "ddi"), "DDI not supported yet");
+        assert_eq!(reason(&plan, "ddi"), "has more than one usr partition; which one to use is ambiguous");
         assert_eq!(reason(&plan, "junk"), "is empty (0 bytes)");
         assert_eq!(reason(&plan, "broken"), "mounting erofs failed: invalid argument");
     }
@@ -399,6 +450,61 @@ mod tests {
         let plan = build(&i);
         assert_eq!(reason(&plan, "podman"), "cannot check against the root: no os-release");
         assert_eq!(plan.notes, ["cannot read the root's os-release: no os-release"]);
+    }
+
+    fn trust(root_hash: bool, signature: Signature) -> Trust {
+        Trust { root_hash: root_hash.then(|| "ab".repeat(32)), signature }
+    }
+
+    #[test]
+    fn policy_signed_refuses_everything_but_a_valid_signature() {
+        let valid = Signature::Valid { signer: "CN=podman".into() };
+        let bad = Signature::Invalid { reason: "unknown signer: CN=mallory".into() };
+        let cases = [
+            (trust(true, valid.clone()), Ok(None)),
+            (trust(true, bad.clone()), Err("unknown signer: CN=mallory (policy signed)")),
+            (trust(true, Signature::Absent), Err("unsigned: it has dm-verity data but no signature (policy signed)")),
+            (Trust::none(), Err("unsigned: it has no dm-verity data and no signature (policy signed)")),
+            (
+                trust(true, Signature::Unchecked),
+                Err("unsigned: no trusted certificate is installed to check its signature (policy signed)"),
+            ),
+        ];
+        for (t, want) in cases {
+            assert_eq!(admit(Policy::Signed, &t), want.map_err(String::from), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn weaker_policies_merge_with_warnings() {
+        let bad = Signature::Invalid { reason: "bad signature".into() };
+        assert_eq!(admit(Policy::Verity, &Trust::none()), Err("has no dm-verity data (policy verity)".into()));
+        assert_eq!(admit(Policy::Verity, &trust(true, Signature::Absent)), Ok(None));
+        assert_eq!(
+            admit(Policy::Verity, &trust(true, bad)),
+            Ok(Some("signature not accepted (bad signature); merged because the policy is verity".into()))
+        );
+        assert_eq!(admit(Policy::Any, &Trust::none()), Ok(Some("not signed: merged because the policy is any".into())));
+        assert_eq!(
+            admit(Policy::Any, &trust(true, Signature::Unchecked)),
+            Ok(Some("signature not checked: no trusted certificate is installed".into()))
+        );
+        assert_eq!(default_policy(0), Policy::Any);
+        assert_eq!(default_policy(2), Policy::Signed);
+    }
+
+    #[test]
+    fn refused_images_are_named_with_the_policy_reason() {
+        let mut i = inputs("rd.sysext.policy=signed", vec![good("plain")]);
+        let mut signed = good("signed");
+        signed.trust = Some(Ok(trust(true, Signature::Valid { signer: "CN=podman".into() })));
+        i.images.push(signed);
+        let plan = build(&i);
+        assert_eq!(reason(&plan, "plain"), "unsigned: it has no dm-verity data and no signature (policy signed)");
+        assert_eq!(layers(&plan, Hierarchy::Usr), ["signed"]);
+        let d = plan.images.iter().find(|d| d.name == "signed").unwrap();
+        assert_eq!(d.trust.as_deref(), Some("dm-verity, signed by CN=podman"));
+        assert_eq!(d.warning, None);
     }
 
     #[test]

@@ -82,7 +82,10 @@ pub fn decision_line(d: &Decision, took: Option<Duration>) -> String {
     match &d.action {
         Action::Merge => {
             let kind = d.kind.map(|k| k.to_string()).unwrap_or_default();
-            let what = if d.size > 0 { format!("{kind}, {}", size(d.size)) } else { kind };
+            let mut what = if d.size > 0 { format!("{kind}, {}", size(d.size)) } else { kind };
+            if let Some(t) = &d.trust {
+                what = format!("{what}, {t}");
+            }
             let t = took.map(|t| format!(" in {}", ms(t))).unwrap_or_default();
             format!("merged {} from {} ({what}){t}", d.name, origin(d))
         }
@@ -117,7 +120,12 @@ pub fn log_merge(plan: &Plan, outcomes: &[(Hierarchy, Outcome)], took: &dyn Fn(&
     }
     for d in &plan.images {
         match d.action {
-            Action::Merge => info!(target: TARGET, "{}", decision_line(d, took(&d.name))),
+            Action::Merge => {
+                info!(target: TARGET, "{}", decision_line(d, took(&d.name)));
+                if let Some(w) = &d.warning {
+                    warn!(target: TARGET, "{}: {w}", d.name);
+                }
+            }
             Action::Skip { .. } => warn!(target: TARGET, "{}", decision_line(d, None)),
         }
     }
@@ -151,6 +159,8 @@ fn decision_json(d: &Decision) -> Json {
         ("size", Json::Num(d.size)),
         ("action", action.into()),
         ("reason", reason.into()),
+        ("trust", d.trust.clone().into()),
+        ("warning", d.warning.clone().into()),
     ])
 }
 
@@ -253,7 +263,16 @@ mod tests {
             size: 41 << 20,
             content: vec![Hierarchy::Usr],
             action,
+            trust: None,
+            warning: None,
         }
+    }
+
+    #[test]
+    fn a_merged_line_says_what_protects_the_image() {
+        let mut d = decision(Action::Merge);
+        d.trust = Some("dm-verity, signed by CN=podman".into());
+        assert!(decision_line(&d, None).ends_with("(erofs, 41 MiB, dm-verity, signed by CN=podman)"));
     }
 
     #[test]

@@ -73,7 +73,19 @@ pub struct LoopDevice {
     _hold: OwnedFd,
 }
 
-fn configure(dev: BorrowedFd, backing: BorrowedFd, direct_io: bool) -> rustix::io::Result<()> {
+/// Which bytes of the backing file the device shows: a whole image, or one partition of a DDI.
+#[derive(Clone, Copy)]
+pub struct Range {
+    pub offset: u64,
+    /// 0: to the end of the file.
+    pub size: u64,
+}
+
+impl Range {
+    pub const WHOLE: Range = Range { offset: 0, size: 0 };
+}
+
+fn configure(dev: BorrowedFd, backing: BorrowedFd, range: Range, direct_io: bool) -> rustix::io::Result<()> {
     let mut flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
     if direct_io {
         flags |= LO_FLAGS_DIRECT_IO;
@@ -82,13 +94,15 @@ fn configure(dev: BorrowedFd, backing: BorrowedFd, direct_io: bool) -> rustix::i
     let mut cfg: LoopConfig = unsafe { core::mem::zeroed() };
     cfg.fd = rustix::fd::AsRawFd::as_raw_fd(&backing) as u32;
     cfg.info.flags = flags;
+    cfg.info.offset = range.offset;
+    cfg.info.sizelimit = range.size;
     // SAFETY: LOOP_CONFIGURE reads a `struct loop_config`, which `LoopConfig` mirrors.
     unsafe { ioctl(dev, Setter::<LOOP_CONFIGURE, LoopConfig>::new(cfg)) }
 }
 
 /// Attach `backing` (a file opened read-only) to a free loop device, read-only with autoclear,
 /// with direct I/O where the backing file system supports it (no double page cache).
-pub fn attach(backing: BorrowedFd, loop_control: &str) -> Result<LoopDevice> {
+pub fn attach(backing: BorrowedFd, range: Range, loop_control: &str) -> Result<LoopDevice> {
     let ctl = rustix::fs::open(loop_control, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
         .with_context(|| format!("opening {loop_control} (is the loop module loaded?)"))?;
     // Another process may take the device between GET_FREE and CONFIGURE: then ask again.
@@ -98,10 +112,10 @@ pub fn attach(backing: BorrowedFd, loop_control: &str) -> Result<LoopDevice> {
         let path = format!("/dev/loop{n}");
         let dev = rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .with_context(|| format!("opening {path}"))?;
-        let mut res = configure(dev.as_fd(), backing, true);
+        let mut res = configure(dev.as_fd(), backing, range, true);
         if res == Err(Errno::INVAL) {
             // The backing file system cannot do direct I/O (tmpfs, for one).
-            res = configure(dev.as_fd(), backing, false);
+            res = configure(dev.as_fd(), backing, range, false);
         }
         match res {
             Ok(()) => return Ok(LoopDevice { path, _hold: dev }),

@@ -3,6 +3,7 @@
 //! every error.
 
 pub mod fs;
+pub mod devmapper;
 pub mod loopdev;
 pub mod mount;
 pub mod staging;

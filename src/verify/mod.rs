@@ -2,9 +2,48 @@
 //! system claims against the file we have, so a truncated download is named as such instead of
 //! failing somewhere inside the kernel.
 
+pub mod evidence;
+pub mod gpt;
 pub mod signature;
+pub mod verity;
 
 use std::fmt;
+
+/// What a signature check said, as plain data for the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signature {
+    /// The image ships no signature.
+    Absent,
+    /// Signed, but no trusted certificate is installed to check it against.
+    Unchecked,
+    Valid { signer: String },
+    /// Unknown signer, bad signature or a malformed one; the reason says which.
+    Invalid { reason: String },
+}
+
+/// What protects an image, for the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trust {
+    /// The root hash dm-verity will enforce, in hex; `None` without dm-verity.
+    pub root_hash: Option<String>,
+    pub signature: Signature,
+}
+
+impl Trust {
+    pub fn none() -> Trust {
+        Trust { root_hash: None, signature: Signature::Absent }
+    }
+
+    /// A few words for the log line of a merged image.
+    pub fn describe(&self) -> String {
+        match (&self.root_hash, &self.signature) {
+            (_, Signature::Valid { signer }) => format!("dm-verity, signed by {signer}"),
+            (Some(_), Signature::Unchecked) => "dm-verity, signature not checked".into(),
+            (Some(_), _) => "dm-verity, unsigned".into(),
+            (None, _) => "no dm-verity, unsigned".into(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -1,0 +1,175 @@
+//! Step 3b: what protects an image file. A DDI carries its hash tree and signature in GPT
+//! partitions; a plain image may have them as sidecar files next to it (`NAME.verity`,
+//! `NAME.roothash`, `NAME.roothash.p7s`, systemd's convention). Everything is read and checked
+//! here, before any loop device or mount exists: the plan refuses an image by its evidence
+//! without ever letting the kernel parse its file system.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use super::gpt::{self, Role};
+use super::signature::{self, TrustedCert};
+use super::verity::{self, Superblock, TopBlock};
+use super::{identify, Kind, Signature, Trust, HEAD_LEN};
+
+/// A byte range of an open file: a whole image, a partition, a `.verity` file.
+pub struct Region {
+    pub fd: OwnedFd,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// What the kernel needs for a dm-verity device.
+pub struct VerityData {
+    pub hash: Region,
+    pub superblock: Superblock,
+    pub root_hash: Vec<u8>,
+}
+
+/// How to mount an image file: where its file system is and what checks its reads.
+pub struct Source {
+    pub data: Region,
+    pub fs: Kind,
+    pub role: Role,
+    pub verity: Option<VerityData>,
+}
+
+/// The sidecar files of a plain image, opened for reading, each if present.
+#[derive(Default)]
+pub struct Sidecars {
+    pub verity: Option<(OwnedFd, u64)>,
+    pub roothash: Option<Vec<u8>>,
+    pub signature: Option<Vec<u8>>,
+}
+
+pub const SIDECAR_SUFFIXES: [&str; 3] = [".verity", ".roothash", ".roothash.p7s"];
+/// Signature partitions and files are a few KiB; more is not a signature.
+const MAX_SIGNATURE: usize = 1 << 20;
+
+fn read_at(fd: BorrowedFd, offset: u64, len: usize) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        match rustix::io::pread(fd, &mut buf[done..], offset + done as u64) {
+            Ok(0) => return Err(format!("is shorter than expected (nothing to read at byte {})", offset + done as u64)),
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(format!("cannot be read at byte {offset}: {}", std::io::Error::from(e))),
+        }
+    }
+    Ok(buf)
+}
+
+fn region(fd: &OwnedFd, offset: u64, size: u64) -> Result<Region, String> {
+    let fd = fd.try_clone().map_err(|e| format!("cannot duplicate its fd: {e}"))?;
+    Ok(Region { fd, offset, size })
+}
+
+/// Whether the signature can be checked, and what the check says.
+fn judge(der: &[u8], root_hash: &[u8], trusted: &[TrustedCert]) -> Signature {
+    if trusted.is_empty() {
+        return Signature::Unchecked;
+    }
+    match signature::check(der, verity::hex(root_hash).as_bytes(), trusted) {
+        Ok(signer) => Signature::Valid { signer },
+        Err(failure) => Signature::Invalid { reason: failure.to_string() },
+    }
+}
+
+/// The superblock of a hash region, checked against the data it covers and the root hash.
+fn verity_data(hash: Region, data: &Region, root_hash: Vec<u8>, what: &str) -> Result<VerityData, String> {
+    let data_size = data.size;
+    let sb = verity::parse_superblock(&read_at(hash.fd.as_fd(), hash.offset, verity::SUPERBLOCK_LEN)?)?;
+    if sb.data_bytes().map_or(true, |n| n > data_size) {
+        return Err(format!(
+            "has a verity superblock for {} blocks of {} bytes, more than the {data_size} bytes of data",
+            sb.data_blocks, sb.data_block_size
+        ));
+    }
+    if let Some(len) = verity::digest_len(&sb.algorithm) {
+        if root_hash.len() != len {
+            return Err(format!("has a {}-byte root hash for {}, which needs {len}", root_hash.len(), sb.algorithm));
+        }
+        if sb.hash_bytes(len).map_or(true, |n| n > hash.size) {
+            return Err(format!("has a hash tree that does not fit in its {} bytes", hash.size));
+        }
+    }
+    let top = match sb.top_block() {
+        TopBlock::Hash { offset, len } => read_at(hash.fd.as_fd(), hash.offset + offset, len)?,
+        TopBlock::Data { len } => read_at(data.fd.as_fd(), data.offset, len)?,
+    };
+    if sb.root_hash_matches(&top, &root_hash) == Some(false) {
+        return Err(format!(
+            "root hash does not match: {what} gives {}, which is not the root of the hash tree",
+            verity::hex(&root_hash)
+        ));
+    }
+    Ok(VerityData { hash, superblock: sb, root_hash })
+}
+
+/// The file system in a data region: it must be one we mount, and fit.
+fn data_kind(fd: &OwnedFd, offset: u64, size: u64) -> Result<Kind, String> {
+    let head = read_at(fd.as_fd(), offset, HEAD_LEN.min(size as usize))?;
+    match identify(&head, size) {
+        Ok(Kind::Ddi) => Err("has a GPT inside its data partition".into()),
+        Ok(k) => Ok(k),
+        Err(e) => Err(format!("has a data partition that {e}")),
+    }
+}
+
+fn examine_ddi(fd: &OwnedFd, size: u64, trusted: &[TrustedCert]) -> Result<(Trust, Source), String> {
+    let layout = gpt::parse(size, &mut |o, n| read_at(fd.as_fd(), o, n))?;
+    let fs = data_kind(fd, layout.data.offset, layout.data.size)?;
+    let data = region(fd, layout.data.offset, layout.data.size)?;
+    let Some(v) = &layout.verity else {
+        return Ok((Trust::none(), Source { data, fs, role: layout.role, verity: None }));
+    };
+    let hash = region(fd, v.offset, v.size)?;
+    let (root_hash, sig, what) = match &layout.signature {
+        Some(s) => {
+            let bytes = read_at(fd.as_fd(), s.offset, (s.size as usize).min(MAX_SIGNATURE))?;
+            let blob = signature::parse_signature_json(&bytes)
+                .map_err(|e| format!("has a {}-verity-sig partition that is not a signature: {e}", layout.role))?;
+            let sig = judge(&blob.signature, &blob.root_hash, trusted);
+            (blob.root_hash, sig, "the signature partition")
+        }
+        // Without a signature, the partition UUIDs carry the root hash (its two halves).
+        None => ([layout.data.uuid, v.uuid].concat(), Signature::Absent, "the partition UUIDs"),
+    };
+    let verity = verity_data(hash, &data, root_hash, what)?;
+    let trust = Trust { root_hash: Some(verity::hex(&verity.root_hash)), signature: sig };
+    Ok((trust, Source { data, fs, role: layout.role, verity: Some(verity) }))
+}
+
+fn examine_plain(fd: &OwnedFd, size: u64, fs: Kind, sidecars: Sidecars, trusted: &[TrustedCert]) -> Result<(Trust, Source), String> {
+    let data = region(fd, 0, size)?;
+    let (hash, roothash) = match (sidecars.verity, sidecars.roothash) {
+        (None, None) if sidecars.signature.is_some() => return Err("has a .roothash.p7s but no .roothash and .verity".into()),
+        (None, None) => return Ok((Trust::none(), Source { data, fs, role: Role::Root, verity: None })),
+        (Some(_), None) => return Err("has a .verity file but no .roothash file".into()),
+        (None, Some(_)) => return Err("has a .roothash file but no .verity file".into()),
+        (Some(v), Some(r)) => (v, r),
+    };
+    let root_hash = verity::parse_hex(&String::from_utf8_lossy(&roothash)).map_err(|e| format!("has a .roothash that {e}"))?;
+    let sig = match &sidecars.signature {
+        Some(der) => judge(der, &root_hash, trusted),
+        None => Signature::Absent,
+    };
+    let verity = verity_data(Region { fd: hash.0, offset: 0, size: hash.1 }, &data, root_hash, "the .roothash file")?;
+    let trust = Trust { root_hash: Some(verity::hex(&verity.root_hash)), signature: sig };
+    Ok((trust, Source { data, fs, role: Role::Root, verity: Some(verity) }))
+}
+
+/// Gather and check an image file's evidence. `fd` is open for reading.
+pub fn examine(
+    fd: &OwnedFd,
+    size: u64,
+    kind: Kind,
+    sidecars: Sidecars,
+    trusted: &[TrustedCert],
+) -> Result<(Trust, Source), String> {
+    match kind {
+        Kind::Ddi => examine_ddi(fd, size, trusted),
+        Kind::Directory => Err("is a directory, not an image file".into()),
+        fs => examine_plain(fd, size, fs, sidecars, trusted),
+    }
+}

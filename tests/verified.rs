@@ -1,0 +1,190 @@
+//! Verified extensions as a user sees them: DDIs and sidecar images built here with mkfs.erofs,
+//! veritysetup, openssl and sfdisk, checked by the binary in a private mount namespace. This
+//! host has no device-mapper, so a DDI that passes every check ends at dm-verity set-up here; the
+//! QEMU scenarios (tests-qemu) boot the same images for real.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+const DDI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/ddi.sh");
+
+/// A self-signed EC certificate and key named `cn` in the scratch dir.
+fn keypair(s: &Scratch, cn: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (s.dir.join(format!("{cn}.crt")), s.dir.join(format!("{cn}.key")));
+    run_ok(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30"])
+            .args(["-subj", &format!("/CN={cn}"), "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    (cert, key)
+}
+
+/// Trust `cert`: it goes into the directory the tests pass as `--certs`.
+fn trust(s: &Scratch, cert: &Path) {
+    fs::create_dir_all(s.dir.join("certs")).unwrap();
+    fs::copy(cert, s.dir.join("certs").join(cert.file_name().unwrap())).unwrap();
+}
+
+/// A DDI of the usual tree for `name` in /var/lib/extensions; see ddi.sh for the knobs.
+fn ddi(s: &Scratch, name: &str, signer: Option<&(PathBuf, PathBuf)>, knobs: &[(&str, &str)]) {
+    let tree = s.ext_tree(name, GOOD);
+    let mut cmd = Command::new("bash");
+    cmd.arg(DDI).arg(&tree).arg(s.path(&format!("var/lib/extensions/{name}.raw")));
+    if let Some((cert, key)) = signer {
+        cmd.arg(cert).arg(key);
+    }
+    run_ok(cmd.envs(knobs.iter().copied()));
+}
+
+/// A plain erofs image with systemd's sidecars: NAME.verity, NAME.roothash, NAME.roothash.p7s.
+fn sidecar_image(s: &Scratch, name: &str, signer: &(PathBuf, PathBuf)) -> PathBuf {
+    let tree = s.ext_tree(name, GOOD);
+    let raw = s.path(&format!("var/lib/extensions/{name}.raw"));
+    s.erofs(&tree, &format!("var/lib/extensions/{name}.raw"));
+    let stem = raw.with_extension("");
+    let script = r#"set -euo pipefail
+        veritysetup format "$1.raw" "$1.verity" | sed -n 's/^Root hash:[[:space:]]*//p' | tr -d '\n' >"$1.roothash"
+        openssl cms -sign -binary -noattr -md sha256 -outform DER -in "$1.roothash" -signer "$2" -inkey "$3" \
+            -out "$1.roothash.p7s""#;
+    run_ok(Command::new("bash").args(["-c", script, "-"]).arg(&stem).arg(&signer.0).arg(&signer.1));
+    stem
+}
+
+/// `plan` with the scratch certificate directory as the initrd's.
+fn plan(s: &Scratch) -> Output {
+    s.sh("\"$B\" plan --sysroot \"$S\" --cmdline \"$C\" --certs \"$D/certs\"")
+}
+
+fn merge_then(s: &Scratch, after: &str) -> Output {
+    s.sh(&format!(
+        "\"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\" --certs \"$D/certs\"; echo \"rc=$?\"\n{after}"
+    ))
+}
+
+/// How far a DDI that passed every check gets on this machine: merged where device-mapper
+/// exists, else refused at dm-verity set-up, which proves it passed the checks before.
+fn assert_reaches_dm_verity(out: &Output, name: &str) {
+    if Path::new("/dev/mapper/control").exists() {
+        assert_merge(out, name);
+    } else {
+        assert_skip(out, name, "opening /dev/mapper/control (is the dm_mod module loaded?)");
+    }
+}
+
+#[test]
+fn a_signed_ddi_passes_its_checks_and_goes_to_dm_verity() {
+    let s = Scratch::new();
+    let podman = keypair(&s, "podman");
+    trust(&s, &podman.0);
+    ddi(&s, "signed", Some(&podman), &[]);
+    ddi(&s, "signed-usr", Some(&podman), &[("ROLE", "usr")]);
+    let out = plan(&s);
+    assert_reaches_dm_verity(&out, "signed");
+    assert_reaches_dm_verity(&out, "signed-usr");
+    assert!(out.stderr.contains("policy signed: 1 trusted certificate(s)"), "{}", out.all());
+}
+
+#[test]
+fn bad_signatures_and_partition_tables_are_refused_with_their_reason() {
+    let s = Scratch::new();
+    let podman = keypair(&s, "podman");
+    let mallory = keypair(&s, "mallory");
+    trust(&s, &podman.0);
+    let other = "ab".repeat(32);
+    fs::write(s.dir.join("garbage.json"), "{\"rootHash\": \"12").unwrap();
+    ddi(&s, "unknown-key", Some(&mallory), &[]);
+    ddi(&s, "other-hash-signed", Some(&podman), &[("SIGN", &other)]);
+    ddi(&s, "other-hash-claimed", Some(&podman), &[("SIGN", &other), ("JSON_HASH", &other)]);
+    ddi(&s, "garbage-json", None, &[("JSON", s.dir.join("garbage.json").to_str().unwrap())]);
+    ddi(&s, "two-roots", Some(&podman), &[("DATA_COPIES", "2")]);
+    ddi(&s, "bad-superblock", Some(&podman), &[("BAD_SUPERBLOCK", "1")]);
+    ddi(&s, "verity-unsigned", None, &[]);
+    s.image("plain", GOOD);
+    let out = plan(&s);
+    assert_skip(&out, "unknown-key", "unknown signer");
+    assert!(plan_line(&out, "unknown-key").contains("CN=mallory"), "{}", out.all());
+    assert_skip(&out, "other-hash-signed", "bad signature");
+    assert_skip(&out, "other-hash-claimed", "root hash does not match: the signature partition gives abab");
+    assert_skip(&out, "garbage-json", "has a root-verity-sig partition that is not a signature");
+    assert_skip(&out, "two-roots", "has more than one root partition; which one to use is ambiguous");
+    assert_skip(&out, "bad-superblock", "has no verity superblock (bad magic)");
+    assert_skip(&out, "verity-unsigned", "unsigned: it has dm-verity data but no signature (policy signed)");
+    assert_skip(&out, "plain", "unsigned: it has no dm-verity data and no signature (policy signed)");
+}
+
+#[test]
+fn a_gpt_without_a_data_partition() {
+    let s = Scratch::new();
+    let raw = s.path("var/lib/extensions/empty-gpt.raw");
+    run_ok(Command::new("truncate").args(["-s", "4M"]).arg(&raw));
+    let table = "label: gpt\nstart=2048, size=2048, type=0fc63daf-8483-4772-8e79-3d69d8477de4\n";
+    run_ok(Command::new("bash").args(["-c", "sfdisk -q \"$1\" <<<\"$2\"", "-"]).arg(&raw).arg(table));
+    assert_skip(&plan(&s), "empty-gpt", "has no root or usr partition for this architecture (x86_64)");
+}
+
+#[test]
+fn sidecars_are_checked_like_partitions_and_are_not_images() {
+    let s = Scratch::new();
+    let podman = keypair(&s, "podman");
+    let mallory = keypair(&s, "mallory");
+    trust(&s, &podman.0);
+    sidecar_image(&s, "good", &podman);
+    sidecar_image(&s, "unknown-key", &mallory);
+    let wrong = sidecar_image(&s, "wrong-roothash", &podman);
+    fs::write(wrong.with_extension("roothash"), "ab".repeat(32)).unwrap();
+    let lonely = sidecar_image(&s, "no-roothash", &podman);
+    fs::remove_file(lonely.with_extension("roothash")).unwrap();
+    let out = plan(&s);
+    assert_reaches_dm_verity(&out, "good");
+    assert_skip(&out, "unknown-key", "unknown signer");
+    // The claimed root hash is checked against the hash tree before the signature is trusted.
+    assert_skip(&out, "wrong-roothash", "root hash does not match: the .roothash file gives abab");
+    assert_skip(&out, "no-roothash", "has a .verity file but no .roothash file");
+    assert!(!out.stdout.contains("not an image"), "sidecars must not be listed as images:\n{}", out.all());
+}
+
+#[test]
+fn the_policy_follows_the_certificates_and_the_command_line() {
+    let s = Scratch::new();
+    s.image("plain", GOOD);
+    ddi(&s, "plain-ddi", None, &[("ROLE", "usr"), ("VERITY", "0")]);
+    // No certificate: unsigned images merge, with a warning naming why.
+    let out = merge_then(&s, "cat \"$S/usr/bin/plain\" \"$S/usr/bin/plain-ddi\"");
+    assert!(out.stdout.contains("rc=0\nplainplain-ddi"), "{}", out.all());
+    assert!(out.stderr.contains("policy any: 0 trusted certificate(s)"), "{}", out.stderr);
+    assert!(out.stderr.contains("plain: not signed: merged because the policy is any"), "{}", out.stderr);
+    assert!(s.report().contains(r#""trust":"no dm-verity, unsigned","warning":"not signed"#), "{}", s.report());
+
+    s.cmdline("rd.sysext.policy=verity");
+    assert_skip(&plan(&s), "plain", "has no dm-verity data (policy verity)");
+
+    // With a certificate, the default turns strict; `any` on the command line relaxes it.
+    trust(&s, &keypair(&s, "podman").0);
+    s.cmdline("");
+    assert_skip(&plan(&s), "plain", "unsigned: it has no dm-verity data and no signature (policy signed)");
+    s.cmdline("rd.sysext.policy=any");
+    assert_merge(&plan(&s), "plain");
+    s.cmdline("rd.sysext.policy=signd");
+    let typo = plan(&s);
+    assert!(plan_line(&typo, "plain").ends_with("(policy signed)"), "{}", typo.all());
+    assert!(typo.stdout.contains("note: ignoring rd.sysext.policy=signd"), "{}", typo.all());
+}
+
+#[test]
+fn a_certificate_that_cannot_be_read_is_named_and_ignored() {
+    let s = Scratch::new();
+    fs::create_dir_all(s.dir.join("certs")).unwrap();
+    fs::write(s.dir.join("certs/broken.crt"), "-----BEGIN CERTIFICATE-----\nnope\n").unwrap();
+    s.image("plain", GOOD);
+    let out = plan(&s);
+    assert!(out.stdout.contains(&format!("note: ignoring certificate {}/certs/broken.crt", s.dir.display())), "{}", out.all());
+    assert_merge(&out, "plain");
+}
