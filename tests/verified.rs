@@ -46,10 +46,13 @@ fn ddi(s: &Scratch, name: &str, signer: Option<&(PathBuf, PathBuf)>, knobs: &[(&
 
 /// A plain erofs image with systemd's sidecars: NAME.verity, NAME.roothash, NAME.roothash.p7s.
 fn sidecar_image(s: &Scratch, name: &str, signer: &(PathBuf, PathBuf)) -> PathBuf {
+    sidecar_image_at(s, name, &format!("var/lib/extensions/{name}.raw"), signer)
+}
+
+fn sidecar_image_at(s: &Scratch, name: &str, dest: &str, signer: &(PathBuf, PathBuf)) -> PathBuf {
     let tree = s.ext_tree(name, GOOD);
-    let raw = s.path(&format!("var/lib/extensions/{name}.raw"));
-    s.erofs(&tree, &format!("var/lib/extensions/{name}.raw"));
-    let stem = raw.with_extension("");
+    s.erofs(&tree, dest);
+    let stem = s.path(dest).with_extension("");
     let script = r#"set -euo pipefail
         veritysetup format "$1.raw" "$1.verity" | sed -n 's/^Root hash:[[:space:]]*//p' | tr -d '\n' >"$1.roothash"
         openssl cms -sign -binary -noattr -md sha256 -outform DER -in "$1.roothash" -signer "$2" -inkey "$3" \
@@ -142,8 +145,13 @@ fn sidecars_are_checked_like_partitions_and_are_not_images() {
     fs::write(wrong.with_extension("roothash"), "ab".repeat(32)).unwrap();
     let lonely = sidecar_image(&s, "no-roothash", &podman);
     fs::remove_file(lonely.with_extension("roothash")).unwrap();
+    // Flatcar's layout: the sidecars sit next to the symlink's target.
+    sidecar_image_at(&s, "linked", "opt/extensions/linked/linked-1.raw", &podman);
+    fs::create_dir_all(s.path("etc/extensions")).unwrap();
+    std::os::unix::fs::symlink("/opt/extensions/linked/linked-1.raw", s.path("etc/extensions/linked.raw")).unwrap();
     let out = plan(&s);
     assert_reaches_dm_verity(&out, "good");
+    assert_reaches_dm_verity(&out, "linked");
     assert_skip(&out, "unknown-key", "unknown signer");
     // The claimed root hash is checked against the hash tree before the signature is trusted.
     assert_skip(&out, "wrong-roothash", "root hash does not match: the .roothash file gives abab");

@@ -96,7 +96,18 @@ pub fn create_verity(name: &str, sectors: u64, table: &str) -> Result<VerityDevi
     let ctl = rustix::fs::open(DM_CONTROL, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
         .with_context(|| format!("opening {DM_CONTROL} (is the dm_mod module loaded?)"))?;
     let mut create = request(name, 0, 0, &[]);
-    call(ctl.as_fd(), Cmd::Create, &mut create).with_context(|| format!("creating device-mapper device {name}"))?;
+    // A device of this name from a merge just undone may still be on its way out: the kernel
+    // runs deferred removals from a work queue. Give it a moment.
+    let mut created = call(ctl.as_fd(), Cmd::Create, &mut create);
+    for _ in 0..40 {
+        if created != Err(rustix::io::Errno::BUSY) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        create = request(name, 0, 0, &[]);
+        created = call(ctl.as_fd(), Cmd::Create, &mut create);
+    }
+    created.with_context(|| format!("creating device-mapper device {name}"))?;
     let dev = u64::from_ne_bytes(create[40..48].try_into().expect("8 bytes"));
     let minor = ((dev & 0xff) | ((dev >> 12) & !0xff)) as u32;
     let device = VerityDevice { ctl, name: name.into(), path: format!("/dev/dm-{minor}"), released: false };
