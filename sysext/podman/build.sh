@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the podman system extension image from Debian packages, reproducibly,
-# and publish it with SHA256SUMS and a detached CMS signature. Prints the
-# image's path on stdout; progress goes to stderr. See README.md.
+# and publish it with its verity sidecars, a signed DDI, SHA256SUMS and a
+# detached CMS signature. Prints the plain image's path on stdout; progress
+# goes to stderr. See README.md.
 set -euo pipefail
 # Make INT and TERM run the EXIT trap (cleanup of temporary trees).
 trap 'exit 130' INT TERM
@@ -45,14 +46,19 @@ while (($#)); do
 	esac
 done
 
+# pair_matches KEY CERT: both readable, and the certificate is the key's.
+pair_matches() {
+	local pub
+	pub=$(openssl pkey -in "$1" -passin pass: -pubout 2>/dev/null) &&
+		[[ "$pub" == "$(openssl x509 -in "$2" -noout -pubkey 2>/dev/null)" ]]
+}
 # Refuse a bad key before any work is done.
 if [[ -n "$key$cert" ]]; then
 	[[ -n "$key" && -n "$cert" ]] || die "--key and --cert must be given together"
 	[[ -f "$key" ]] || die "key not found: $key"
 	openssl pkey -in "$key" -passin pass: -noout 2>/dev/null || die "key unreadable: $key"
 	openssl x509 -in "$cert" -noout 2>/dev/null || die "certificate unreadable: $cert"
-	[[ "$(openssl pkey -in "$key" -passin pass: -pubout)" == "$(openssl x509 -in "$cert" -noout -pubkey)" ]] ||
-		die "key $key does not match certificate $cert"
+	pair_matches "$key" "$cert" || die "key $key does not match certificate $cert"
 fi
 case $format in erofs | squashfs) ;; *) die "unknown format: $format (erofs or squashfs)" ;; esac
 [[ -z "$version_id" || -z "$level" ]] || die "--version-id and --sysext-level exclude each other"
@@ -143,10 +149,37 @@ if [[ -z "$key" ]]; then
 	key=$out/test-signing.key cert=$out/test-signing.crt
 	echo "build.sh: WARNING: no --key/--cert given: signing with a THROW-AWAY TEST key" >&2
 	echo "build.sh: WARNING: $key is not a release key; do not trust it" >&2
-	openssl req -x509 -newkey rsa:3072 -nodes -days 30 -subj "/CN=initrd-sysext throw-away test key" \
-		-keyout "$out/.key.tmp" -out "$out/.crt.tmp" 2>/dev/null
-	mv -f "$out/.key.tmp" "$key"
-	mv -f "$out/.crt.tmp" "$cert"
+	# Kept while valid for another day, so cached signed outputs stay valid.
+	if ! pair_matches "$key" "$cert" || ! openssl x509 -in "$cert" -noout -checkend 86400 >/dev/null 2>&1; then
+		openssl req -x509 -newkey rsa:3072 -nodes -days 30 -subj "/CN=initrd-sysext throw-away test key" \
+			-keyout "$out/.key.tmp" -out "$out/.crt.tmp" 2>/dev/null
+		mv -f "$out/.key.tmp" "$key"
+		mv -f "$out/.crt.tmp" "$cert"
+	fi
 fi
+
+# Verity sidecars and the signed DDI, cached per signing certificate (the
+# three most recent ones).
+signer=$({
+	cat "$here/verity.sh"
+	openssl x509 -in "$cert" -outform DER
+} | sha256sum | cut -c1-16)
+signed=$entry/signed-$signer
+if ((use_cache)) && [[ -f "$signed/${name%.raw}.sysext.raw" ]]; then
+	say "cached: $signed"
+	touch "$signed"
+else
+	start=$SECONDS
+	rm -rf "$signed" "$signed.tmp"
+	trap 'rm -rf "$signed.tmp"' EXIT
+	mkdir "$signed.tmp"
+	"$here/verity.sh" "$root" "$entry/$name" "$format" "$key" "$cert" "$signed.tmp"
+	mv -T "$signed.tmp" "$signed"
+	trap - EXIT
+	find "$entry" -maxdepth 1 -name 'signed-*' -printf '%T@ %p\n' | sort -rn | tail -n +4 |
+		cut -d' ' -f2- | xargs -r -d '\n' rm -rf
+	say "verity outputs in $((SECONDS - start)) s: $(cd "$signed" && du -b -- * | tr '\t\n' ' ')"
+fi
+for f in "$signed"/*; do put "$f" "${f##*/}"; done
 "$here/sign.sh" "$out" "$key" "$cert"
 echo "$out/$name"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tests for the podman system extension image (issue 3). One line per check,
+# Tests for the podman system extension image (issues 3 and 5). One line per check,
 # then "N passed, N failed"; exit status is non-zero on any failure.
 set -euo pipefail
 # Make INT and TERM run the EXIT trap (cleanup of temporary trees).
@@ -36,6 +36,7 @@ cleanup() {
 		echo "$passed passed, $((failed + 1)) failed"
 	fi
 	umount "$t/root/proc" 2>/dev/null || true
+	umount "$t/mnt" 2>/dev/null || true
 	rm -rf "$t"
 }
 trap cleanup EXIT
@@ -49,7 +50,7 @@ out=$t/out
 # A chroot of base + image: trixie's fsck.erofs unpacks the image in it.
 r=$t/root
 cp -a "$base" "$r"
-apt_install "$r" erofs-utils
+apt_install "$r" erofs-utils cryptsetup-bin jq
 cp "$img" "$r/image.raw"
 chroot "$r" fsck.erofs --xattrs --extract=/x /image.raw >/dev/null
 x=$r/x
@@ -154,6 +155,105 @@ openssl cms -sign -binary -noattr -outform DER -in "$out/SHA256SUMS" -signer "$t
 	-inkey "$t/other.key" -out "$t/other.p7s"
 check "signature by another key fails" not verify "$out/SHA256SUMS" "$t/other.p7s"
 
+# --- verity sidecars of the plain image (systemd's NAME.raw -> NAME.verity,
+# NAME.roothash, NAME.roothash.p7s), checked with trixie's veritysetup
+stem=${name%.raw}
+v=$r/v
+mkdir -p "$v"
+cp "$img" "$out/$stem.verity" "$v/"
+roothash=$(cat "$out/$stem.roothash")
+hex64() { [[ $(wc -c <"$1") == 64 ]] && grep -qx '[0-9a-f]\{64\}' "$1"; }
+check "sidecar .roothash: 64 lowercase hex digits, no newline" hex64 "$out/$stem.roothash"
+superblock() { # superblock FILE: a verity superblock at offset 0: sha256, 4 KiB blocks
+	chroot "$r" veritysetup dump "$1" >"$t/dump" &&
+		grep -Eq '^Hash algorithm:[[:space:]]+sha256$' "$t/dump" &&
+		grep -Eq '^Data block size:[[:space:]]+4096$' "$t/dump" &&
+		grep -Eq '^Hash block size:[[:space:]]+4096$' "$t/dump"
+}
+check "sidecar .verity: superblock at offset 0, sha256, 4096/4096" superblock "/v/$stem.verity"
+check "veritysetup verify: image against .verity and .roothash" \
+	chroot "$r" veritysetup verify "/v/$name" "/v/$stem.verity" "$roothash"
+cp "$img" "$v/bad.raw"
+mid=$(($(stat -c %s "$img") / 2))
+byte=$(od -An -tu1 -j "$mid" -N1 "$img" | tr -d ' ')
+# shellcheck disable=SC2059 # the format is the octal escape
+printf "\\$(printf %03o $(((byte + 1) % 256)))" | dd of="$v/bad.raw" bs=1 seek="$mid" conv=notrunc status=none
+check "copy of the image was changed by one byte" test "$(cmp -l "$img" "$v/bad.raw" | wc -l)" = 1
+check "veritysetup verify fails on a one-byte change" \
+	not chroot "$r" veritysetup verify /v/bad.raw "/v/$stem.verity" "$roothash"
+rm -f "$v/bad.raw"
+p7s() { # p7s CONTENT SIG: detached DER PKCS#7 by signing.crt's key, and no other
+	openssl smime -verify -binary -inform DER -in "$2" -content "$1" -nointern \
+		-certfile "$out/signing.crt" -noverify -out /dev/null
+}
+check ".roothash.p7s verifies over .roothash with signing.crt" p7s "$out/$stem.roothash" "$out/$stem.roothash.p7s"
+check ".roothash.p7s has no signed attributes" \
+	not grep -q messageDigest < <(openssl asn1parse -inform DER -in "$out/$stem.roothash.p7s")
+printf '%s\n' "$roothash" >"$t/roothash.nl"
+check ".roothash.p7s fails over the hash plus a newline" not p7s "$t/roothash.nl" "$out/$stem.roothash.p7s"
+openssl smime -sign -binary -noattr -md sha256 -outform DER -in "$out/$stem.roothash" \
+	-signer "$t/other.crt" -inkey "$t/other.key" -out "$t/other.roothash.p7s"
+check ".roothash.p7s by another key fails" not p7s "$out/$stem.roothash" "$t/other.roothash.p7s"
+sums_all() { for f in "$stem".{verity,roothash,roothash.p7s,sysext.raw}; do grep -q " $f\$" "$out/SHA256SUMS" || return 1; done; }
+check "SHA256SUMS lists the sidecars and the DDI" sums_all
+
+# --- the DDI (systemd-repart --make-ddi=sysext), by its GPT
+ddi=$out/$stem.sysext.raw
+declare -A dps=(
+	[root]=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709 [usr]=8484680C-9521-48C6-9C11-B0720656F69E
+	[root-verity]=2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5 [usr-verity]=77FF5F63-E7B6-4633-ACF4-1565B864C0E6
+	[root-verity-sig]=41092B05-9FC8-4523-994F-2DEF0408B176 [usr-verity-sig]=E7BB33FB-06CF-4E81-8273-E543B413E2E2
+)
+sfdisk --json "$ddi" >"$t/ddi.json"
+chroot "$r" jq -r '.partitiontable | .label, .sectorsize,
+	(.partitions[] | "\(.type) \(.uuid) \(.start) \(.size)")' <"$t/ddi.json" >"$t/ddi.parts"
+ss=$(sed -n 2p "$t/ddi.parts")
+n() { grep -c "^${dps[$1]} " "$t/ddi.parts" || true; }
+kind=root
+(($(n usr) == 0)) || kind=usr
+layout() {
+	[[ $(head -n1 "$t/ddi.parts") == gpt ]] && (($(wc -l <"$t/ddi.parts") == 5)) &&
+		(($(n root) + $(n usr) == 1 && $(n "$kind-verity") == 1 && $(n "$kind-verity-sig") == 1))
+}
+check "DDI: GPT of exactly one $kind, one $kind-verity, one $kind-verity-sig partition (x86-64 types)" layout
+field() { awk -v t="${dps[$1]}" -v f="$2" '$1 == t {print $f}' "$t/ddi.parts"; } # 2 uuid, 3 start, 4 size
+part() { # part KIND FILE: copy a partition out of the DDI
+	dd if="$ddi" of="$2" bs="$ss" skip="$(field "$1" 3)" count="$(field "$1" 4)" status=none
+}
+part "$kind" "$v/ddi.data"
+part "$kind-verity" "$v/ddi.verity"
+part "$kind-verity-sig" "$t/ddi.sig"
+tr -d '\0' <"$t/ddi.sig" >"$t/ddi.json.sig"
+sig() { chroot "$r" jq -r ".$1" <"$t/ddi.json.sig"; }
+ddi_hash=$(sig rootHash)
+printf '%s' "$ddi_hash" >"$t/ddi.roothash"
+sig signature | base64 -d >"$t/ddi.p7s"
+uuids=$(field "$kind" 2)$(field "$kind-verity" 2)
+check "DDI: rootHash = data partition UUID + verity partition UUID" \
+	test "$ddi_hash" = "$(tr -d - <<<"$uuids" | tr A-F a-f)"
+check "DDI: verity partition: superblock at offset 0, sha256, 4096/4096" superblock /v/ddi.verity
+check "DDI: veritysetup verify of the data partition against rootHash" \
+	chroot "$r" veritysetup verify /v/ddi.data /v/ddi.verity "$ddi_hash"
+check "DDI: the signature verifies over rootHash with signing.crt" p7s "$t/ddi.roothash" "$t/ddi.p7s"
+check "DDI: certificateFingerprint is signing.crt's SHA-256" test "$(sig certificateFingerprint)" = \
+	"$(openssl x509 -in "$out/signing.crt" -outform DER | sha256sum | cut -c1-64)"
+openssl smime -sign -binary -noattr -md sha256 -outform DER -in "$t/ddi.roothash" \
+	-signer "$out/signing.crt" -inkey "$out/test-signing.key" -out "$t/resigned.p7s"
+check ".roothash.p7s is made exactly as systemd-repart signs" cmp "$t/ddi.p7s" "$t/resigned.p7s"
+rm -f "$v"/ddi.*
+m=$t/mnt
+mkdir -p "$m"
+check "DDI: the $kind partition mounts read-only from a loop device at its offset" mount -t erofs \
+	-o "ro,loop,offset=$(($(field "$kind" 3) * ss)),sizelimit=$(($(field "$kind" 4) * ss))" "$ddi" "$m"
+check "DDI: usr/bin/podman is in it" test -x "$m/usr/bin/podman"
+check "DDI: release file is right" diff <(release) "$m/usr/lib/extension-release.d/extension-release.podman"
+check "DDI: release file keeps user.extension-release.strict=false" test \
+	"$(getfattr --only-values -n user.extension-release.strict "$m/usr/lib/extension-release.d/extension-release.podman")" = false
+listing() { (cd "$1" && find . -printf '%M %U %G %T@ %l %p\n' | sort); } # sizes: diff -r
+same_tree() { diff <(listing "$1") <(listing "$2") && diff -r --no-dereference "$1" "$2"; }
+check "DDI: the same files, modes, owners, times and contents as the plain image" same_tree "$x" "$m"
+umount "$m" 2>/dev/null || true
+
 # --- bad input fails early, naming the culprit
 fails_with() { # fails_with TEXT COMMAND...: COMMAND fails and says TEXT
 	local text=$1
@@ -174,12 +274,28 @@ check "missing package is named" fails_with "package not in the repository: no-s
 check "no temporary files left in the output" not grep . < <(find "$out" -name '.*')
 
 # --- reproducibility: a second, uncached build gives the same bytes
-"$here/build.sh" --no-cache --out "$t/out2" >/dev/null 2>"$t/build2.log" || true
+"$here/build.sh" --no-cache --out "$t/out2" --key "$out/test-signing.key" --cert "$out/test-signing.crt" \
+	>/dev/null 2>"$t/build2.log" || true
 check "second uncached build is byte-identical" cmp "$img" "$t/out2/$name"
+for f in "$stem".{sysext.raw,verity,roothash,roothash.p7s}; do
+	check "second uncached build: $f is byte-identical" cmp "$out/$f" "$t/out2/$f"
+done
 
 # --- squashfs option
 sq=$("$here/build.sh" --format squashfs --out "$t/outsq" 2>"$t/buildsq.log") || true
 check "squashfs (zstd) option builds a squashfs" test "$(od -An -c -N4 "$sq" 2>/dev/null | tr -d ' ')" = hsqs
+# shellcheck disable=SC2016 # $t is jq's
+sq_ddi() { # its DDI's root partition is squashfs and keeps the release file's xattr
+	local start size ok=0
+	read -r start size < <(sfdisk --json "${sq%.raw}.sysext.raw" | chroot "$r" jq -r --arg t "${dps[root]}" \
+		'.partitiontable.partitions[] | select(.type == $t) | "\(.start) \(.size)"')
+	mount -t squashfs -o "ro,loop,offset=$((start * ss)),sizelimit=$((size * ss))" "${sq%.raw}.sysext.raw" "$m" || return 1
+	[[ $(getfattr --only-values -n user.extension-release.strict \
+		"$m/usr/lib/extension-release.d/extension-release.podman") == false ]] || ok=1
+	umount "$m"
+	return "$ok"
+}
+check "squashfs option: the DDI holds a squashfs with the release file's xattr" sq_ddi
 
 # --- initrd-sysext plan against a sysroot made from the base
 plan() { # plan SYSROOT IMAGE WANT
