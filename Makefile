@@ -32,9 +32,11 @@ bench: build
 
 # Fuzz each parser for FUZZ_SECONDS (default 600).
 FUZZ_SECONDS ?= 600
+# New inputs go to fuzz/corpus/ (ignored); fuzz/seeds/ stays as committed.
 fuzz:
-	for t in release cmdline; do \
-	  cargo +nightly fuzz run -O $$t fuzz/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	for t in release cmdline ddi signature; do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  cargo +nightly fuzz run -O $$t fuzz/corpus/$$t fuzz/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 
 install: build
