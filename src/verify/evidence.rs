@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use super::gpt::{self, Role};
 use super::signature::{self, TrustedCert};
 use super::verity::{self, Superblock, TopBlock};
-use super::{identify, Kind, Signature, Trust, HEAD_LEN};
+use super::{hex, identify, Kind, Signature, Trust, HEAD_LEN};
 
 /// A byte range of an open file: a whole image, a partition, a `.verity` file.
 pub struct Region {
@@ -69,7 +69,7 @@ fn judge(der: &[u8], root_hash: &[u8], trusted: &[TrustedCert]) -> Signature {
     if trusted.is_empty() {
         return Signature::Unchecked;
     }
-    match signature::check(der, verity::hex(root_hash).as_bytes(), trusted) {
+    match signature::check(der, hex(root_hash).as_bytes(), trusted) {
         Ok(signer) => Signature::Valid { signer },
         Err(failure) => Signature::Invalid { reason: failure.to_string() },
     }
@@ -100,7 +100,7 @@ fn verity_data(hash: Region, data: &Region, root_hash: Vec<u8>, what: &str) -> R
     if sb.root_hash_matches(&top, &root_hash) == Some(false) {
         return Err(format!(
             "root hash does not match: {what} gives {}, which is not the root of the hash tree",
-            verity::hex(&root_hash)
+            hex(&root_hash)
         ));
     }
     Ok(VerityData { hash, superblock: sb, root_hash })
@@ -136,7 +136,7 @@ fn examine_ddi(fd: &OwnedFd, size: u64, trusted: &[TrustedCert]) -> Result<(Trus
         None => ([layout.data.uuid, v.uuid].concat(), Signature::Absent, "the partition UUIDs"),
     };
     let verity = verity_data(hash, &data, root_hash, what)?;
-    let trust = Trust { root_hash: Some(verity::hex(&verity.root_hash)), signature: sig };
+    let trust = Trust { root_hash: Some(hex(&verity.root_hash)), signature: sig };
     Ok((trust, Source { data, fs, role: layout.role, verity: Some(verity) }))
 }
 
@@ -155,7 +155,7 @@ fn examine_plain(fd: &OwnedFd, size: u64, fs: Kind, sidecars: Sidecars, trusted:
         None => Signature::Absent,
     };
     let verity = verity_data(Region { fd: hash.0, offset: 0, size: hash.1 }, &data, root_hash, "the .roothash file")?;
-    let trust = Trust { root_hash: Some(verity::hex(&verity.root_hash)), signature: sig };
+    let trust = Trust { root_hash: Some(hex(&verity.root_hash)), signature: sig };
     Ok((trust, Source { data, fs, role: Role::Root, verity: Some(verity) }))
 }
 

@@ -9,6 +9,32 @@ pub mod verity;
 
 use std::fmt;
 
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Hex of either case, even length, nothing else.
+pub fn unhex(s: &str) -> Result<Vec<u8>, String> {
+    if s.is_empty() {
+        return Err("it is empty".into());
+    }
+    if s.len() % 2 != 0 {
+        return Err(format!("odd length {}", s.len()));
+    }
+    let digit = |i: usize| -> Result<u8, String> {
+        let c = s.as_bytes()[i];
+        (c as char).to_digit(16).map(|d| d as u8).ok_or_else(|| format!("'{}' at position {i}", c.escape_ascii()))
+    };
+    (0..s.len() / 2).map(|i| Ok(digit(2 * i)? << 4 | digit(2 * i + 1)?)).collect()
+}
+
 /// What a signature check said, as plain data for the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signature {

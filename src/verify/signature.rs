@@ -6,17 +6,15 @@
 //! Semantics follow systemd's userspace check: the signer must be one of the trusted
 //! certificates (certificates carried inside the signature are never trusted), every signerInfo
 //! must verify, and no certificate chain is built.
+//!
+//! DER is read by a small walker over the few fixed structures we need rather than by generic
+//! ASN.1 decoders (cms, x509-cert): the initrd binary is ~100 KiB smaller, and since names,
+//! serials and signed attributes stay raw bytes, nothing is re-encoded or sorted (the generic
+//! decoders sort every SET OF, which a crafted 60 KB signature turned into 11 s of CPU).
 
 use std::fmt;
 
-use cms::content_info::ContentInfo;
-use cms::signed_data::{EncapsulatedContentInfo, SignerIdentifier, SignerInfo, SignerInfos};
-use const_oid::ObjectIdentifier;
-use der::asn1::{AnyRef, OctetString, UintRef};
-use der::{Decode, Encode, Reader, SliceReader, Tag, Tagged};
-use x509_cert::name::Name;
-use x509_cert::serial_number::SerialNumber;
-use x509_cert::Certificate;
+use super::{hex, unhex};
 
 /// The largest verity signature partition we read, as systemd.
 pub const MAX_PARTITION: usize = 4 << 20;
@@ -27,25 +25,154 @@ pub const MAX_PKCS7: usize = 64 << 10;
 /// JSON nesting we follow before giving up.
 const MAX_DEPTH: usize = 32;
 
-const OID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
-const OID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
-const OID_SKI: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14");
-const OID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
-const OID_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
-const OID_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.3");
-const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-const OID_RSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
-const OID_RSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12");
-const OID_RSA_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.13");
-const OID_EC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const OID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
-const OID_ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
-const OID_ECDSA_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.4");
+// DER tags.
+const INTEGER: u8 = 0x02;
+const BIT_STRING: u8 = 0x03;
+const OCTET_STRING: u8 = 0x04;
+const OID: u8 = 0x06;
+const SEQUENCE: u8 = 0x30;
+const SET: u8 = 0x31;
+/// [n] constructed and primitive context-specific tags.
+const fn ctx(n: u8) -> u8 {
+    0xa0 | n
+}
+const fn ctx_prim(n: u8) -> u8 {
+    0x80 | n
+}
+
+// OIDs, as the bytes of their DER content.
+const OID_SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02]; // 1.2.840.113549.1.7.2
+const OID_MESSAGE_DIGEST: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x04]; // 1.2.840.113549.1.9.4
+const OID_SKI: &[u8] = &[0x55, 0x1d, 0x0e]; // 2.5.29.14
+const OID_SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01]; // 2.16.840.1.101.3.4.2.1
+const OID_SHA384: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
+const OID_SHA512: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03];
+const OID_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01]; // 1.2.840.113549.1.1.1
+const OID_RSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
+const OID_RSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c];
+const OID_RSA_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d];
+const OID_EC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]; // 1.2.840.10045.2.1
+const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]; // 1.2.840.10045.3.1.7
+const OID_ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]; // 1.2.840.10045.4.3.2
+const OID_ECDSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
+const OID_ECDSA_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04];
+
+/// A reader over the content of one DER value: a sequence of elements, read in order.
+#[derive(Clone, Copy)]
+struct Der<'a> {
+    rest: &'a [u8],
+}
+
+/// One element: its tag, its content, and its whole encoding.
+#[derive(Clone, Copy)]
+struct Tlv<'a> {
+    tag: u8,
+    body: &'a [u8],
+    raw: &'a [u8],
+}
+
+impl<'a> Der<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Der { rest: bytes }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn peek_tag(&self) -> Option<u8> {
+        self.rest.first().copied()
+    }
+
+    /// The next element, whatever it is.
+    fn any(&mut self, what: &str) -> Result<Tlv<'a>, String> {
+        let b = self.rest;
+        let (&tag, &first) = match (b.first(), b.get(1)) {
+            (Some(t), Some(l)) => (t, l),
+            _ => return Err(format!("{what} is missing (the data ends)")),
+        };
+        if tag & 0x1f == 0x1f {
+            return Err(format!("{what} has a multi-byte tag, which PKCS#7 does not use"));
+        }
+        let (len, header) = match first {
+            0..=0x7f => (first as usize, 2),
+            0x80 => return Err(format!("{what} has an indefinite length (BER, not DER)")),
+            0x81..=0x84 => {
+                let n = (first & 0x7f) as usize;
+                let bytes = b.get(2..2 + n).ok_or_else(|| format!("{what} is truncated"))?;
+                (bytes.iter().fold(0usize, |acc, &x| acc << 8 | x as usize), 2 + n)
+            }
+            _ => return Err(format!("{what} has an impossible length")),
+        };
+        let end = header.checked_add(len).filter(|&e| e <= b.len()).ok_or_else(|| format!("{what} is truncated"))?;
+        self.rest = &b[end..];
+        Ok(Tlv { tag, body: &b[header..end], raw: &b[..end] })
+    }
+
+    /// The next element, which must have this tag; returns its content.
+    fn expect(&mut self, tag: u8, what: &str) -> Result<&'a [u8], String> {
+        match self.peek_tag() {
+            Some(t) if t != tag => Err(format!("{what} is missing (found tag 0x{t:02x} instead of 0x{tag:02x})")),
+            _ => Ok(self.any(what)?.body),
+        }
+    }
+
+    /// The next element if it has this tag.
+    fn optional(&mut self, tag: u8, what: &str) -> Result<Option<Tlv<'a>>, String> {
+        if self.peek_tag() == Some(tag) {
+            self.any(what).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// An AlgorithmIdentifier: its OID and the raw parameters, if any.
+    fn algorithm(&mut self, what: &str) -> Result<(&'a [u8], Option<Tlv<'a>>), String> {
+        let mut alg = Der::new(self.expect(SEQUENCE, what)?);
+        let oid = alg.expect(OID, what)?;
+        let params = if alg.is_empty() { None } else { Some(alg.any(what)?) };
+        Ok((oid, params))
+    }
+}
+
+/// An unsigned INTEGER's magnitude: without the leading zero bytes of its encoding.
+fn magnitude(int: &[u8]) -> &[u8] {
+    let zeros = int.iter().take_while(|&&b| b == 0).count();
+    &int[zeros..]
+}
+
+/// An OID's DER content in dotted form (or hex, if it is not a valid OID).
+fn oid_dotted(oid: &[u8]) -> String {
+    let mut arcs: Vec<u64> = Vec::new();
+    let mut acc: u64 = 0;
+    for (i, &b) in oid.iter().enumerate() {
+        if acc > u64::MAX >> 7 || (acc == 0 && b == 0x80) {
+            return format!("#{}", hex(oid));
+        }
+        acc = acc << 7 | (b & 0x7f) as u64;
+        if b & 0x80 == 0 {
+            if arcs.is_empty() {
+                let first = (acc / 40).min(2);
+                arcs.push(first);
+                arcs.push(acc - first * 40);
+            } else {
+                arcs.push(acc);
+            }
+            acc = 0;
+        } else if i == oid.len() - 1 {
+            return format!("#{}", hex(oid));
+        }
+    }
+    if arcs.is_empty() {
+        return "#".into();
+    }
+    arcs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(".")
+}
 
 /// Names for the OIDs a user is likely to meet in a message; the rest print dotted.
-fn oid_name(oid: &ObjectIdentifier) -> String {
-    let name = match oid.to_string().as_str() {
+fn oid_name(oid: &[u8]) -> String {
+    let dotted = oid_dotted(oid);
+    let name = match dotted.as_str() {
         "1.2.840.113549.1.7.1" => "data",
         "1.2.840.113549.1.7.2" => "signedData",
         "1.2.840.113549.1.7.3" => "envelopedData",
@@ -68,64 +195,67 @@ fn oid_name(oid: &ObjectIdentifier) -> String {
         "1.3.101.112" => "Ed25519",
         "1.3.101.113" => "Ed448",
         "1.2.840.10040.4.1" => "DSA",
-        _ => return oid.to_string(),
+        _ => return dotted,
     };
-    format!("{oid} ({name})")
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
+    format!("{dotted} ({name})")
 }
 
 /// A serial as people read it: hex, without the sign byte DER adds.
-fn serial_hex(serial: &SerialNumber) -> String {
-    let b = serial.as_bytes();
-    let first = b.iter().position(|&x| x != 0).unwrap_or(b.len().saturating_sub(1));
-    hex(b.get(first..).unwrap_or_default())
+fn serial_hex(serial: &[u8]) -> String {
+    match magnitude(serial) {
+        [] => "00".into(),
+        m => hex(m),
+    }
 }
 
-/// A distinguished name in RFC 4514 order (most specific first), bounded so that a hostile
-/// certificate cannot flood the journal.
-fn name_string(name: &Name) -> String {
+/// A distinguished name (the content of its SEQUENCE) in RFC 4514 order, most specific first;
+/// bounded, so that a hostile certificate cannot flood the journal.
+fn name_string(name: &[u8]) -> String {
     const MAX: usize = 200;
+    let mut rdns = Vec::new();
+    let mut seq = Der::new(name);
+    while let Ok(rdn) = seq.expect(SET, "RDN") {
+        rdns.push(rdn);
+    }
+    if !seq.is_empty() {
+        return format!("(unreadable name {})", hex(name.get(..32).unwrap_or(name)));
+    }
     let mut out = String::new();
-    for rdn in name.0.iter().rev() {
-        for (i, atv) in rdn.0.iter().enumerate() {
+    for rdn in rdns.iter().rev() {
+        let mut set = Der::new(rdn);
+        let mut first = true;
+        while let Ok(atv) = set.expect(SEQUENCE, "attribute") {
+            let mut atv = Der::new(atv);
+            let (Ok(oid), Ok(value)) = (atv.expect(OID, "type"), atv.any("value")) else { break };
             if !out.is_empty() {
-                out.push_str(if i == 0 { ", " } else { "+" });
+                out.push_str(if first { ", " } else { "+" });
             }
-            let key = match atv.oid.to_string().as_str() {
-                "2.5.4.3" => "CN".to_string(),
-                "2.5.4.4" => "SN".to_string(),
-                "2.5.4.5" => "serialNumber".to_string(),
-                "2.5.4.6" => "C".to_string(),
-                "2.5.4.7" => "L".to_string(),
-                "2.5.4.8" => "ST".to_string(),
-                "2.5.4.9" => "street".to_string(),
-                "2.5.4.10" => "O".to_string(),
-                "2.5.4.11" => "OU".to_string(),
-                "2.5.4.12" => "title".to_string(),
-                "2.5.4.42" => "GN".to_string(),
-                "1.2.840.113549.1.9.1" => "emailAddress".to_string(),
-                "0.9.2342.19200300.100.1.1" => "UID".to_string(),
-                "0.9.2342.19200300.100.1.25" => "DC".to_string(),
-                other => other.to_string(),
-            };
-            out.push_str(&key);
+            first = false;
+            let dotted = oid_dotted(oid);
+            out.push_str(match dotted.as_str() {
+                "2.5.4.3" => "CN",
+                "2.5.4.4" => "SN",
+                "2.5.4.5" => "serialNumber",
+                "2.5.4.6" => "C",
+                "2.5.4.7" => "L",
+                "2.5.4.8" => "ST",
+                "2.5.4.9" => "street",
+                "2.5.4.10" => "O",
+                "2.5.4.11" => "OU",
+                "2.5.4.12" => "title",
+                "2.5.4.42" => "GN",
+                "1.2.840.113549.1.9.1" => "emailAddress",
+                "0.9.2342.19200300.100.1.1" => "UID",
+                "0.9.2342.19200300.100.1.25" => "DC",
+                other => other,
+            });
             out.push('=');
-            let raw = atv.value.value();
-            let text = match atv.value.tag() {
-                Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::VisibleString | Tag::TeletexString => {
-                    Some(String::from_utf8_lossy(raw).into_owned())
-                }
-                Tag::BmpString if raw.len() % 2 == 0 => {
+            let raw = value.body;
+            let text = match value.tag {
+                // UTF8String, PrintableString, TeletexString, IA5String, VisibleString.
+                0x0c | 0x13 | 0x14 | 0x16 | 0x1a => Some(String::from_utf8_lossy(raw).into_owned()),
+                // BMPString: UTF-16BE.
+                0x1e if raw.len() % 2 == 0 => {
                     let units = raw.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
                     Some(char::decode_utf16(units).map(|c| c.unwrap_or('\u{fffd}')).collect())
                 }
@@ -150,7 +280,7 @@ fn name_string(name: &Name) -> String {
                 }
                 None => {
                     out.push('#');
-                    out.push_str(&hex(raw.get(..64).unwrap_or(raw)));
+                    out.push_str(&hex(value.raw.get(..64).unwrap_or(value.raw)));
                 }
             }
             if out.len() > MAX {
@@ -170,6 +300,54 @@ fn name_string(name: &Name) -> String {
     out
 }
 
+/// The parts of an X.509 certificate we use, borrowed from its DER.
+struct Cert<'a> {
+    serial: &'a [u8],
+    /// Names as the content of their SEQUENCE, compared byte for byte: signers copy the issuer
+    /// verbatim from the certificate.
+    issuer: &'a [u8],
+    subject: &'a [u8],
+    key_alg: &'a [u8],
+    key_params: Option<Tlv<'a>>,
+    key: &'a [u8],
+    ski: Option<&'a [u8]>,
+}
+
+/// Reads one certificate from the start of `der`; what follows it is returned too.
+fn read_cert(der: &[u8]) -> Result<(Cert<'_>, &[u8]), String> {
+    let mut outer = Der::new(der);
+    let mut cert = Der::new(outer.expect(SEQUENCE, "the certificate")?);
+    let mut tbs = Der::new(cert.expect(SEQUENCE, "the certificate's TBSCertificate")?);
+    tbs.optional(ctx(0), "version")?;
+    let serial = tbs.expect(INTEGER, "the serial number")?;
+    tbs.expect(SEQUENCE, "the signature algorithm")?;
+    let issuer = tbs.expect(SEQUENCE, "the issuer")?;
+    tbs.expect(SEQUENCE, "the validity")?;
+    let subject = tbs.expect(SEQUENCE, "the subject")?;
+    let mut spki = Der::new(tbs.expect(SEQUENCE, "the public key")?);
+    let (key_alg, key_params) = spki.algorithm("the public key algorithm")?;
+    let key = match spki.expect(BIT_STRING, "the public key")? {
+        [0, key @ ..] => key,
+        _ => return Err("the public key is not a whole number of bytes".into()),
+    };
+    tbs.optional(ctx_prim(1), "issuerUniqueID")?;
+    tbs.optional(ctx_prim(2), "subjectUniqueID")?;
+    let mut ski = None;
+    if let Some(exts) = tbs.optional(ctx(3), "extensions")? {
+        let mut list = Der::new(Der::new(exts.body).expect(SEQUENCE, "the extensions")?);
+        while !list.is_empty() {
+            let mut ext = Der::new(list.expect(SEQUENCE, "an extension")?);
+            let id = ext.expect(OID, "an extension's OID")?;
+            ext.optional(0x01, "an extension's critical flag")?;
+            let value = ext.expect(OCTET_STRING, "an extension's value")?;
+            if id == OID_SKI {
+                ski = Some(Der::new(value).expect(OCTET_STRING, "the subject key identifier")?);
+            }
+        }
+    }
+    Ok((Cert { serial, issuer, subject, key_alg, key_params, key, ski }, outer.rest))
+}
+
 #[derive(Clone, Debug)]
 enum Key {
     Rsa(rsa::RsaPublicKey),
@@ -185,61 +363,52 @@ pub struct TrustedCert {
     pub subject: String,
     /// Where it came from (a path), for messages.
     pub source: String,
-    issuer: Name,
-    serial: SerialNumber,
+    issuer: Vec<u8>,
+    serial: Vec<u8>,
     ski: Option<Vec<u8>>,
     key: Key,
 }
 
 impl TrustedCert {
-    fn from_cert(cert: &Certificate, source: &str) -> Result<TrustedCert, String> {
-        let tbs = &cert.tbs_certificate;
-        let subject = name_string(&tbs.subject);
-        let spki = &tbs.subject_public_key_info;
-        let key_bits = spki.subject_public_key.as_bytes().unwrap_or_default();
-        let key = if spki.algorithm.oid == OID_RSA {
-            let k = rsa::pkcs1::RsaPublicKey::from_der(key_bits)
-                .map_err(|e| format!("{source}: the RSA key of {subject} is unreadable: {e}"))?;
-            let n = rsa::BigUint::from_bytes_be(k.modulus.as_bytes());
-            let e = rsa::BigUint::from_bytes_be(k.public_exponent.as_bytes());
+    fn new(cert: &Cert<'_>, source: &str) -> Result<TrustedCert, String> {
+        let subject = name_string(cert.subject);
+        let key = if cert.key_alg == OID_RSA {
+            let unreadable = |e: String| format!("{source}: the RSA key of {subject} is unreadable: {e}");
+            let mut k = Der::new(Der::new(cert.key).expect(SEQUENCE, "the RSA key").map_err(unreadable)?);
+            let n = k.expect(INTEGER, "the modulus").map_err(unreadable)?;
+            let e = k.expect(INTEGER, "the exponent").map_err(unreadable)?;
+            let (n, e) = (rsa::BigUint::from_bytes_be(magnitude(n)), rsa::BigUint::from_bytes_be(magnitude(e)));
             // 8192 bits: larger than anyone signs with, small enough to verify fast.
             Key::Rsa(
                 rsa::RsaPublicKey::new_with_max_size(n, e, 8192)
                     .map_err(|e| format!("{source}: the RSA key of {subject} is unusable: {e}"))?,
             )
-        } else if spki.algorithm.oid == OID_EC_KEY {
-            let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
-            match curve {
-                Some(c) if c == OID_P256 => Key::P256(
-                    p256::ecdsa::VerifyingKey::from_sec1_bytes(key_bits)
+        } else if cert.key_alg == OID_EC_KEY {
+            match cert.key_params.filter(|p| p.tag == OID).map(|p| p.body) {
+                Some(OID_P256) => Key::P256(
+                    p256::ecdsa::VerifyingKey::from_sec1_bytes(cert.key)
                         .map_err(|_| format!("{source}: the P-256 key of {subject} is not a valid curve point"))?,
                 ),
-                Some(c) => Key::Unsupported(format!("an elliptic curve key on curve {}", oid_name(&c))),
+                Some(curve) => Key::Unsupported(format!("an elliptic curve key on curve {}", oid_name(curve))),
                 None => Key::Unsupported("an elliptic curve key on an unnamed curve".into()),
             }
         } else {
-            Key::Unsupported(format!("a {} key", oid_name(&spki.algorithm.oid)))
+            Key::Unsupported(format!("a {} key", oid_name(cert.key_alg)))
         };
-        let ski = tbs
-            .extensions
-            .iter()
-            .flatten()
-            .find(|x| x.extn_id == OID_SKI)
-            .and_then(|x| OctetString::from_der(x.extn_value.as_bytes()).ok().map(|o| o.as_bytes().to_vec()));
         Ok(TrustedCert {
             subject,
             source: source.to_string(),
-            issuer: tbs.issuer.clone(),
-            serial: tbs.serial_number.clone(),
-            ski,
+            issuer: cert.issuer.to_vec(),
+            serial: cert.serial.to_vec(),
+            ski: cert.ski.map(<[u8]>::to_vec),
             key,
         })
     }
 
-    fn matches(&self, sid: &SignerIdentifier) -> bool {
-        match sid {
-            SignerIdentifier::IssuerAndSerialNumber(is) => is.serial_number == self.serial && is.issuer == self.issuer,
-            SignerIdentifier::SubjectKeyIdentifier(id) => self.ski.as_deref() == Some(id.0.as_bytes()),
+    fn matches(&self, sid: &SignerId<'_>) -> bool {
+        match *sid {
+            SignerId::IssuerSerial { issuer, serial } => serial == self.serial && issuer == self.issuer,
+            SignerId::KeyId(id) => self.ski.as_deref() == Some(id),
         }
     }
 }
@@ -250,9 +419,13 @@ pub fn parse_certificates(bytes: &[u8], source: &str) -> Result<Vec<TrustedCert>
     if bytes.len() > MAX_PARTITION {
         return Err(format!("{source}: {} bytes is too large for a certificate file", bytes.len()));
     }
-    if bytes.first() == Some(&0x30) {
-        let cert = Certificate::from_der(bytes).map_err(|e| format!("{source}: not a DER X.509 certificate: {e}"))?;
-        return Ok(vec![TrustedCert::from_cert(&cert, source)?]);
+    if bytes.first() == Some(&SEQUENCE) {
+        let cert = match read_cert(bytes) {
+            Ok((cert, [])) => cert,
+            Ok(_) => return Err(format!("{source}: not a DER X.509 certificate: data follows it")),
+            Err(e) => return Err(format!("{source}: not a DER X.509 certificate: {e}")),
+        };
+        return Ok(vec![TrustedCert::new(&cert, source)?]);
     }
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
@@ -279,14 +452,14 @@ pub fn parse_certificates(bytes: &[u8], source: &str) -> Result<Vec<TrustedCert>
         index += 1;
         let compact: Vec<u8> = body.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
         let der = base64_decode(&compact).map_err(|e| format!("{source}: certificate {index}: base64 {e}"))?;
-        // A TRUSTED CERTIFICATE is the certificate followed by OpenSSL trust settings: read the first.
-        let cert = if label == "TRUSTED CERTIFICATE" {
-            SliceReader::new(&der).and_then(|mut r| Certificate::decode(&mut r))
-        } else {
-            Certificate::from_der(&der)
-        }
-        .map_err(|e| format!("{source}: certificate {index} is not valid X.509: {e}"))?;
-        certs.push(TrustedCert::from_cert(&cert, source)?);
+        // A TRUSTED CERTIFICATE is the certificate followed by OpenSSL trust settings.
+        let cert = match read_cert(&der) {
+            Ok((cert, [])) => cert,
+            Ok((cert, _)) if label == "TRUSTED CERTIFICATE" => cert,
+            Ok(_) => return Err(format!("{source}: certificate {index} is not valid X.509: data follows it")),
+            Err(e) => return Err(format!("{source}: certificate {index} is not valid X.509: {e}")),
+        };
+        certs.push(TrustedCert::new(&cert, source)?);
     }
     if certs.is_empty() {
         return Err(format!("{source}: holds no certificate (expected PEM \"BEGIN CERTIFICATE\" or DER)"));
@@ -323,8 +496,8 @@ enum Hash {
 }
 
 impl Hash {
-    fn from_oid(oid: &ObjectIdentifier) -> Option<Hash> {
-        match *oid {
+    fn from_oid(oid: &[u8]) -> Option<Hash> {
+        match oid {
             OID_SHA256 => Some(Hash::Sha256),
             OID_SHA384 => Some(Hash::Sha384),
             OID_SHA512 => Some(Hash::Sha512),
@@ -350,40 +523,69 @@ impl Hash {
     }
 }
 
-/// The parts of a SignedData we use. Certificates and CRLs are kept raw: they are never trusted,
-/// and a strict parse of them would refuse signatures OpenSSL accepts.
+/// How a signerInfo names its certificate.
+enum SignerId<'a> {
+    IssuerSerial { issuer: &'a [u8], serial: &'a [u8] },
+    KeyId(&'a [u8]),
+}
+
+struct Signer<'a> {
+    id: SignerId<'a>,
+    digest_alg: &'a [u8],
+    /// The content of the [0] IMPLICIT SET OF Attribute, if present.
+    signed_attrs: Option<&'a [u8]>,
+    signature_alg: &'a [u8],
+    signature: &'a [u8],
+}
+
 struct SignedData<'a> {
-    certificates: Option<AnyRef<'a>>,
-    signer_infos: SignerInfos,
+    /// The content of the [0] certificates, never trusted: only used to name an unknown signer.
+    certificates: Option<&'a [u8]>,
+    signers: Vec<Signer<'a>>,
 }
 
-fn parse_content_info(der: &[u8]) -> Result<ContentInfo, Failure> {
-    let malformed = |e: der::Error| Failure::Malformed(format!("the signature is not DER PKCS#7 (CMS) data: {e}"));
-    // Like OpenSSL's d2i_PKCS7, bytes after the first object are ignored.
-    let ci = SliceReader::new(der).and_then(|mut r| ContentInfo::decode(&mut r)).map_err(malformed)?;
-    if ci.content_type != OID_SIGNED_DATA {
-        return Err(Failure::Malformed(format!("the PKCS#7 data is {}, not signedData", oid_name(&ci.content_type))));
-    }
-    if ci.content.tag() != Tag::Sequence {
-        return Err(Failure::Malformed("the PKCS#7 signedData is not a SEQUENCE".into()));
-    }
-    Ok(ci)
+fn read_signed_data(der: &[u8]) -> Result<SignedData<'_>, Failure> {
+    read_signed_data_inner(der).map_err(|e| Failure::Malformed(format!("the PKCS#7 data is not valid: {e}")))
 }
 
-fn parse_signed_data_body(body: &[u8]) -> der::Result<SignedData<'_>> {
-    let mut r = SliceReader::new(body)?;
-    let _version = UintRef::decode(&mut r)?;
-    let _digest_algorithms = AnyRef::decode(&mut r)?;
-    let _content = EncapsulatedContentInfo::decode(&mut r)?;
-    let mut certificates = None;
-    while let Ok(Tag::ContextSpecific { number, .. }) = r.peek_tag() {
-        let any = AnyRef::decode(&mut r)?;
-        if number.value() == 0 {
-            certificates = Some(any);
-        }
+fn read_signed_data_inner(der: &[u8]) -> Result<SignedData<'_>, String> {
+    // Like OpenSSL's d2i_PKCS7, bytes after the first value are ignored.
+    let mut ci = Der::new(Der::new(der).expect(SEQUENCE, "the ContentInfo")?);
+    let content_type = ci.expect(OID, "the content type")?;
+    if content_type != OID_SIGNED_DATA {
+        return Err(format!("its content is {}, not signedData", oid_name(content_type)));
     }
-    let signer_infos = SignerInfos::decode(&mut r)?;
-    r.finish(SignedData { certificates, signer_infos })
+    let mut sd = Der::new(Der::new(ci.expect(ctx(0), "the content")?).expect(SEQUENCE, "the signedData")?);
+    sd.expect(INTEGER, "the version")?;
+    sd.expect(SET, "the digest algorithms")?;
+    sd.expect(SEQUENCE, "the encapsulated content info")?;
+    let certificates = sd.optional(ctx(0), "the certificates")?.map(|t| t.body);
+    sd.optional(ctx(1), "the CRLs")?;
+    let mut infos = Der::new(sd.expect(SET, "the signerInfos")?);
+    let mut signers = Vec::new();
+    while !infos.is_empty() {
+        let mut si = Der::new(infos.expect(SEQUENCE, "a signerInfo")?);
+        si.expect(INTEGER, "a signerInfo's version")?;
+        let id = match si.peek_tag() {
+            Some(SEQUENCE) => {
+                let mut is = Der::new(si.expect(SEQUENCE, "the issuer and serial number")?);
+                let issuer = is.expect(SEQUENCE, "the signer's issuer")?;
+                let serial = is.expect(INTEGER, "the signer's serial number")?;
+                SignerId::IssuerSerial { issuer, serial }
+            }
+            Some(t) if t == ctx_prim(0) => SignerId::KeyId(si.any("the subject key identifier")?.body),
+            _ => return Err("a signerInfo names its signer neither by issuer and serial nor by key identifier".into()),
+        };
+        let (digest_alg, _) = si.algorithm("a signerInfo's digest algorithm")?;
+        let signed_attrs = si.optional(ctx(0), "the signed attributes")?.map(|t| t.body);
+        let (signature_alg, _) = si.algorithm("a signerInfo's signature algorithm")?;
+        let signature = si.expect(OCTET_STRING, "a signerInfo's signature")?;
+        signers.push(Signer { id, digest_alg, signed_attrs, signature_alg, signature });
+    }
+    if signers.is_empty() {
+        return Err("it has no signerInfo".into());
+    }
+    Ok(SignedData { certificates, signers })
 }
 
 /// Check a detached PKCS#7/CMS SignedData (DER) over `content` (the root hash in lowercase hex,
@@ -399,17 +601,12 @@ pub fn check(pkcs7_der: &[u8], content: &[u8], trusted: &[TrustedCert]) -> Resul
             MAX_PKCS7
         )));
     }
-    let ci = parse_content_info(pkcs7_der)?;
-    let sd = parse_signed_data_body(ci.content.value())
-        .map_err(|e| Failure::Malformed(format!("the PKCS#7 signedData is not valid DER: {e}")))?;
-    if sd.signer_infos.0.is_empty() {
-        return Err(Failure::Malformed("the PKCS#7 signedData has no signer".into()));
-    }
+    let sd = read_signed_data(pkcs7_der)?;
     let mut subjects = Vec::new();
-    for si in sd.signer_infos.0.iter() {
-        let candidates: Vec<&TrustedCert> = trusted.iter().filter(|t| t.matches(&si.sid)).collect();
+    for si in &sd.signers {
+        let candidates: Vec<&TrustedCert> = trusted.iter().filter(|t| t.matches(&si.id)).collect();
         let Some(first) = candidates.first() else {
-            return Err(Failure::UnknownSigner(unknown_signer(&si.sid, sd.certificates, trusted)));
+            return Err(Failure::UnknownSigner(unknown_signer(&si.id, sd.certificates, trusted)));
         };
         // Two trusted files may hold certificates with the same issuer and serial: any may verify.
         let mut failure = None;
@@ -430,45 +627,53 @@ pub fn check(pkcs7_der: &[u8], content: &[u8], trusted: &[TrustedCert]) -> Resul
     Ok(subjects.join(" and "))
 }
 
+/// The messageDigest attribute's value, from the content of the signed attributes' SET.
+fn message_digest(attrs: &[u8]) -> Result<&[u8], String> {
+    let mut found = None;
+    let mut list = Der::new(attrs);
+    while !list.is_empty() {
+        let mut attr = Der::new(list.expect(SEQUENCE, "a signed attribute")?);
+        if attr.expect(OID, "a signed attribute's type")? != OID_MESSAGE_DIGEST {
+            continue;
+        }
+        let mut values = Der::new(attr.expect(SET, "the messageDigest values")?);
+        let digest = values.expect(OCTET_STRING, "the messageDigest")?;
+        if found.is_some() || !values.is_empty() {
+            return Err("has more than one messageDigest".into());
+        }
+        found = Some(digest);
+    }
+    found.ok_or_else(|| "has signed attributes without a messageDigest".into())
+}
+
 /// Checks one signerInfo against one certificate; the error completes "the signature by X …".
-fn verify_one(si: &SignerInfo, content: &[u8], cert: &TrustedCert) -> Result<(), String> {
-    let Some(hash) = Hash::from_oid(&si.digest_alg.oid) else {
+fn verify_one(si: &Signer<'_>, content: &[u8], cert: &TrustedCert) -> Result<(), String> {
+    let Some(hash) = Hash::from_oid(si.digest_alg) else {
         return Err(format!(
             "uses the digest algorithm {}, which is not supported (sha256, sha384 and sha512 are)",
-            oid_name(&si.digest_alg.oid)
+            oid_name(si.digest_alg)
         ));
     };
     // Without signed attributes the signature covers the content; with them, it covers their DER
-    // SET OF encoding, and the messageDigest attribute binds the content.
+    // encoding as a SET OF (RFC 5652 5.4), and the messageDigest attribute binds the content.
     let attrs_der;
-    let signed: &[u8] = match &si.signed_attrs {
+    let signed: &[u8] = match si.signed_attrs {
         None => content,
         Some(attrs) => {
-            let mut digests = attrs.iter().filter(|a| a.oid == OID_MESSAGE_DIGEST);
-            let (Some(attr), None) = (digests.next(), digests.next()) else {
-                return Err("has signed attributes without exactly one messageDigest".into());
-            };
-            let mut values = attr.values.iter();
-            let (Some(value), None) = (values.next(), values.next()) else {
-                return Err("has a messageDigest attribute without exactly one value".into());
-            };
-            let Ok(md) = value.decode_as::<OctetString>() else {
-                return Err("has a messageDigest attribute that is not an OCTET STRING".into());
-            };
-            if md.as_bytes() != hash.digest(content).as_slice() {
+            let md = message_digest(attrs).map_err(|e| format!("is not valid: its signed attributes {e}"))?;
+            if md != hash.digest(content).as_slice() {
                 return Err(format!(
                     "was made over a different root hash: its {} message digest does not match this one",
                     hash.name()
                 ));
             }
-            attrs_der = attrs.to_der().map_err(|e| format!("has signed attributes that cannot be re-encoded: {e}"))?;
+            attrs_der = der_set(attrs);
             &attrs_der
         }
     };
     let digest = hash.digest(signed);
-    let sig = si.signature.as_bytes();
-    let alg = &si.signature_algorithm.oid;
-    let implied = match *alg {
+    let alg = si.signature_alg;
+    let implied = match alg {
         OID_RSA_SHA256 | OID_ECDSA_SHA256 => Some(Hash::Sha256),
         OID_RSA_SHA384 | OID_ECDSA_SHA384 => Some(Hash::Sha384),
         OID_RSA_SHA512 | OID_ECDSA_SHA512 => Some(Hash::Sha512),
@@ -477,8 +682,8 @@ fn verify_one(si: &SignerInfo, content: &[u8], cert: &TrustedCert) -> Result<(),
     if implied.is_some_and(|h| h != hash) {
         return Err(format!("names the signature algorithm {} with the digest {}", oid_name(alg), hash.name()));
     }
-    let is_rsa = matches!(*alg, OID_RSA | OID_RSA_SHA256 | OID_RSA_SHA384 | OID_RSA_SHA512);
-    let is_ecdsa = matches!(*alg, OID_EC_KEY | OID_ECDSA_SHA256 | OID_ECDSA_SHA384 | OID_ECDSA_SHA512);
+    let is_rsa = matches!(alg, OID_RSA | OID_RSA_SHA256 | OID_RSA_SHA384 | OID_RSA_SHA512);
+    let is_ecdsa = matches!(alg, OID_EC_KEY | OID_ECDSA_SHA256 | OID_ECDSA_SHA384 | OID_ECDSA_SHA512);
     let ok = match &cert.key {
         Key::Unsupported(what) => return Err(format!("cannot be checked: the certificate holds {what}")),
         Key::Rsa(key) if is_rsa => {
@@ -487,11 +692,11 @@ fn verify_one(si: &SignerInfo, content: &[u8], cert: &TrustedCert) -> Result<(),
                 Hash::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
                 Hash::Sha512 => rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
             };
-            key.verify(scheme, &digest, sig).is_ok()
+            key.verify(scheme, &digest, si.signature).is_ok()
         }
         Key::P256(key) if is_ecdsa => {
             use p256::ecdsa::signature::hazmat::PrehashVerifier;
-            ecdsa_signature(sig).is_some_and(|s| key.verify_prehash(&digest, &s).is_ok())
+            ecdsa_signature(si.signature).is_some_and(|s| key.verify_prehash(&digest, &s).is_ok())
         }
         Key::Rsa(_) | Key::P256(_) if !is_rsa && !is_ecdsa => {
             return Err(format!(
@@ -511,59 +716,59 @@ fn verify_one(si: &SignerInfo, content: &[u8], cert: &TrustedCert) -> Result<(),
     }
 }
 
+/// `content` as the DER of a SET: the tag and length the [0] IMPLICIT encoding replaced.
+fn der_set(content: &[u8]) -> Vec<u8> {
+    let len = content.len();
+    let mut out = vec![SET];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|&&b| b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
 /// An ECDSA-Sig-Value (SEQUENCE of r and s) as a P-256 signature.
 fn ecdsa_signature(der: &[u8]) -> Option<p256::ecdsa::Signature> {
-    let mut r = SliceReader::new(der).ok()?;
-    let (a, b) = r.sequence(|r| Ok((UintRef::decode(r)?, UintRef::decode(r)?))).ok()?;
-    r.finish(()).ok()?;
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() > 32 || b.len() > 32 {
+    let mut outer = Der::new(der);
+    let mut seq = Der::new(outer.expect(SEQUENCE, "").ok()?);
+    let (r, s) = (magnitude(seq.expect(INTEGER, "").ok()?), magnitude(seq.expect(INTEGER, "").ok()?));
+    if r.len() > 32 || s.len() > 32 || !seq.is_empty() || !outer.is_empty() {
         return None;
     }
     let mut raw = [0u8; 64];
-    raw[32 - a.len()..32].copy_from_slice(a);
-    raw[64 - b.len()..].copy_from_slice(b);
+    raw[32 - r.len()..32].copy_from_slice(r);
+    raw[64 - s.len()..].copy_from_slice(s);
     p256::ecdsa::Signature::from_slice(&raw).ok()
 }
 
 /// Names the signer that no trusted certificate matches: by the subject of the certificate the
 /// signature carries (informative only, never trusted), else by what the signerInfo says.
-fn unknown_signer(sid: &SignerIdentifier, certificates: Option<AnyRef<'_>>, trusted: &[TrustedCert]) -> String {
-    let carried: Vec<Certificate> = certificates
-        .and_then(|set| SliceReader::new(set.value()).ok())
-        .map(|mut r| {
-            let mut v = Vec::new();
-            while !r.is_finished() {
-                let Ok(any) = AnyRef::decode(&mut r) else { break };
-                if let Ok(c) = any.to_der().and_then(|d| Certificate::from_der(&d)) {
-                    v.push(c);
-                }
-            }
-            v
-        })
-        .unwrap_or_default();
-    let own = carried.iter().find(|c| match sid {
-        SignerIdentifier::IssuerAndSerialNumber(is) => {
-            c.tbs_certificate.serial_number == is.serial_number && c.tbs_certificate.issuer == is.issuer
+fn unknown_signer(id: &SignerId<'_>, certificates: Option<&[u8]>, trusted: &[TrustedCert]) -> String {
+    let mut carried = Der::new(certificates.unwrap_or_default());
+    let mut own = None;
+    while let Ok(tlv) = carried.any("a certificate") {
+        let Ok((c, _)) = read_cert(tlv.raw) else { continue };
+        let is_own = match *id {
+            SignerId::IssuerSerial { issuer, serial } => c.serial == serial && c.issuer == issuer,
+            SignerId::KeyId(key_id) => c.ski == Some(key_id),
+        };
+        if is_own {
+            own = Some(name_string(c.subject));
+            break;
         }
-        SignerIdentifier::SubjectKeyIdentifier(id) => c.tbs_certificate.extensions.iter().flatten().any(|x| {
-            x.extn_id == OID_SKI
-                && OctetString::from_der(x.extn_value.as_bytes()).is_ok_and(|o| o.as_bytes() == id.0.as_bytes())
-        }),
-    });
-    let who = match (sid, own) {
-        (SignerIdentifier::IssuerAndSerialNumber(is), Some(c)) => {
-            format!("{} (serial {})", name_string(&c.tbs_certificate.subject), serial_hex(&is.serial_number))
+    }
+    let who = match (id, own) {
+        (SignerId::IssuerSerial { serial, .. }, Some(subject)) => format!("{subject} (serial {})", serial_hex(serial)),
+        (SignerId::IssuerSerial { issuer, serial }, None) => {
+            format!("a certificate issued by {} with serial {}", name_string(issuer), serial_hex(serial))
         }
-        (SignerIdentifier::IssuerAndSerialNumber(is), None) => {
-            format!("a certificate issued by {} with serial {}", name_string(&is.issuer), serial_hex(&is.serial_number))
-        }
-        (SignerIdentifier::SubjectKeyIdentifier(id), Some(c)) => {
-            format!("{} (subject key identifier {})", name_string(&c.tbs_certificate.subject), hex(id.0.as_bytes()))
-        }
-        (SignerIdentifier::SubjectKeyIdentifier(id), None) => {
-            format!("the certificate with subject key identifier {}", hex(id.0.as_bytes()))
-        }
+        (SignerId::KeyId(key_id), Some(subject)) => format!("{subject} (subject key identifier {})", hex(key_id)),
+        (SignerId::KeyId(key_id), None) => format!("the certificate with subject key identifier {}", hex(key_id)),
     };
     let among = match trusted.len() {
         0 => return format!("the signature was made by {who}, and no certificate is trusted"),
@@ -658,7 +863,7 @@ pub fn parse_signature_json(bytes: &[u8]) -> Result<SignatureBlob, String> {
     }
     let root_hash = root_hash.ok_or("lacks the \"rootHash\" key")?;
     let signature = signature.ok_or("lacks the \"signature\" key")?;
-    let root_hash = hex_decode(&root_hash).map_err(|e| format!("has a rootHash that is not hex: {e}"))?;
+    let root_hash = unhex(&root_hash).map_err(|e| format!("has a rootHash that is not hex: {e}"))?;
     let signature =
         base64_decode(signature.as_bytes()).map_err(|e| format!("has a signature that is not base64: {e}"))?;
     Ok(SignatureBlob { root_hash, signature })
@@ -857,21 +1062,6 @@ impl Json<'_> {
     }
 }
 
-/// Hex of either case, even length, nothing else.
-fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
-    if s.is_empty() {
-        return Err("it is empty".into());
-    }
-    if s.len() % 2 != 0 {
-        return Err(format!("odd length {}", s.len()));
-    }
-    let digit = |i: usize| -> Result<u8, String> {
-        let c = s.as_bytes()[i];
-        (c as char).to_digit(16).map(|d| d as u8).ok_or_else(|| format!("'{}' at position {i}", c.escape_ascii()))
-    };
-    (0..s.len() / 2).map(|i| Ok(digit(2 * i)? << 4 | digit(2 * i + 1)?)).collect()
-}
-
 /// Standard-alphabet base64 with optional '=' padding; trailing whitespace is ignored, any
 /// other is refused.
 fn base64_decode(s: &[u8]) -> Result<Vec<u8>, String> {
@@ -908,6 +1098,7 @@ fn base64_decode(s: &[u8]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     macro_rules! fixture {
         ($name:literal) => {
@@ -1099,11 +1290,51 @@ mod tests {
     }
 
     #[test]
+    fn ber_and_many_elements() {
+        // Indefinite lengths are BER, which signers do not write and we do not read.
+        let f = check(&[0x30, 0x80, 0, 0], ROOT, &trusted()).unwrap_err();
+        assert_eq!(f.to_string(), "malformed signature: the PKCS#7 data is not valid: the ContentInfo has an indefinite length (BER, not DER)");
+        // Thousands of signed attributes cost one pass: nothing is decoded into sets and sorted.
+        let mut attrs = Vec::new();
+        for i in (0..5000u16).rev() {
+            attrs.extend_from_slice(&[0x30, 0x06, 0x06, 0x01, 0x2a, 0x31, 0x01, i as u8]);
+        }
+        let t = Instant::now();
+        assert_eq!(message_digest(&attrs), Err("has signed attributes without a messageDigest".to_string()));
+        assert!(t.elapsed().as_millis() < 500);
+    }
+
+    #[test]
+    fn oids_print_dotted() {
+        assert_eq!(oid_dotted(OID_SIGNED_DATA), "1.2.840.113549.1.7.2");
+        assert_eq!(oid_dotted(OID_SHA256), "2.16.840.1.101.3.4.2.1");
+        assert_eq!(oid_dotted(OID_SKI), "2.5.29.14");
+        assert_eq!(oid_name(OID_P256), "1.2.840.10045.3.1.7 (P-256)");
+        assert_eq!(oid_dotted(&[0x2a, 0x86]), "#2a86");
+        assert_eq!(oid_dotted(&[0xff; 12]), "#ffffffffffffffffffffffff");
+        assert_eq!(oid_dotted(&[]), "#");
+    }
+
+    #[test]
     fn repart_signature_partition() {
         let blob = parse_signature_json(fixture!("repart-signature.json")).unwrap();
         assert_eq!(hex(&blob.root_hash).as_bytes(), ROOT);
         assert_eq!(blob.signature, fixture!("rsa-noattr.p7s"));
         assert_eq!(check(&blob.signature, hex(&blob.root_hash).as_bytes(), &trusted()), Ok(RSA_SUBJECT.into()));
+    }
+
+    #[test]
+    fn real_systemd_repart_252_partition() {
+        // The whole 16 KiB usr-verity-sig partition of a DDI made by systemd-repart 252.
+        let blob = parse_signature_json(fixture!("repart252-partition.bin")).unwrap();
+        assert_eq!(hex(&blob.root_hash), "bdc8fe596a2e11c20fb5eb906daccc4e1f81098ea33074f57c444eea85632002");
+        let t = certs(&[(fixture!("repart252.crt"), "repart252.crt")]);
+        assert_eq!(check(&blob.signature, hex(&blob.root_hash).as_bytes(), &t), Ok("CN=repart test".into()));
+        let f = check(&blob.signature, hex(&blob.root_hash).as_bytes(), &trusted()).unwrap_err();
+        assert!(
+            f.to_string().starts_with("unknown signer: the signature was made by CN=repart test (serial 33ddef"),
+            "{f}"
+        );
     }
 
     #[test]
@@ -1175,7 +1406,7 @@ mod tests {
     #[test]
     fn hex_and_names() {
         assert_eq!(hex(&[0, 0xab, 0xff]), "00abff");
-        assert_eq!(hex_decode("00aBfF").unwrap(), vec![0, 0xab, 0xff]);
+        assert_eq!(unhex("00aBfF").unwrap(), vec![0, 0xab, 0xff]);
         assert_eq!(base64_decode(b"aGVsbG8=").unwrap(), b"hello");
         assert_eq!(base64_decode(b"aGVsbG8").unwrap(), b"hello");
         assert_eq!(base64_decode(b"+/+/").unwrap(), vec![0xfb, 0xff, 0xbf]);

@@ -6,6 +6,8 @@
 
 use sha2::{Digest, Sha256};
 
+use super::{hex, unhex};
+
 pub const SUPERBLOCK_LEN: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,17 +122,13 @@ impl Superblock {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A root hash written as hex (a `.roothash` file, the `rootHash` of a signature), trimmed.
 pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     let t = text.trim();
-    if t.is_empty() || t.len() % 2 != 0 || t.len() > 128 || !t.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("is not a hex root hash: {:?}", t.chars().take(80).collect::<String>()));
+    if t.len() > 128 {
+        return Err(format!("is not a root hash: {} characters", t.len()));
     }
-    Ok((0..t.len()).step_by(2).map(|i| u8::from_str_radix(&t[i..i + 2], 16).expect("checked hex")).collect())
+    unhex(t).map_err(|e| format!("is not a hex root hash: {e}"))
 }
 
 /// The digest length of the algorithms we know; the root hash must have it.
