@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use rustix::fs::{mkdirat, Mode, OFlags};
 
 use crate::error::{Context, Error, Result};
+use crate::inspect::ImageRoot;
 use crate::plan::{Action, Hierarchy, HierarchyState, Plan};
 use crate::state;
-use crate::inspect::ImageRoot;
 use crate::sys::fs::{open_in_root, proc_path};
 use crate::sys::loopdev::{self, Range};
 use crate::sys::staging::{self, Staging};

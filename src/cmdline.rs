@@ -148,7 +148,10 @@ mod tests {
         assert_eq!(parse("rd.sysext.policy=any rd.sysext.policy=signed").policy, Some(Policy::Signed));
         let typo = parse("rd.sysext.policy=sigend");
         assert_eq!(typo.policy, None);
-        assert_eq!(typo.warnings, ["ignoring rd.sysext.policy=sigend: expected signed, verity or any; using the default"]);
+        assert_eq!(
+            typo.warnings,
+            ["ignoring rd.sysext.policy=sigend: expected signed, verity or any; using the default"]
+        );
     }
 
     fn sel(s: &str) -> Selection {

@@ -159,7 +159,9 @@ pub fn admit(policy: Policy, trust: &Trust) -> Result<Option<String>, String> {
         (Policy::Signed, Some(_), _) => Err(format!("unsigned: it has dm-verity data but no signature (policy {p})")),
         (Policy::Signed, None, _) => Err(format!("unsigned: it has no dm-verity data and no signature (policy {p})")),
         (Policy::Verity, None, _) => Err(format!("has no dm-verity data (policy {p})")),
-        (_, _, Signature::Invalid { reason }) => Ok(Some(format!("signature not accepted ({reason}); merged because the policy is {p}"))),
+        (_, _, Signature::Invalid { reason }) => {
+            Ok(Some(format!("signature not accepted ({reason}); merged because the policy is {p}")))
+        }
         (_, Some(_), Signature::Unchecked) => {
             Ok(Some("signature not checked: no trusted certificate is installed".into()))
         }

@@ -18,7 +18,17 @@ fn keypair(s: &Scratch, cn: &str) -> (PathBuf, PathBuf) {
     let (cert, key) = (s.dir.join(format!("{cn}.crt")), s.dir.join(format!("{cn}.key")));
     run_ok(
         Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "30",
+            ])
             .args(["-subj", &format!("/CN={cn}"), "-keyout"])
             .arg(&key)
             .arg("-out")
@@ -193,6 +203,10 @@ fn a_certificate_that_cannot_be_read_is_named_and_ignored() {
     fs::write(s.dir.join("certs/broken.crt"), "-----BEGIN CERTIFICATE-----\nnope\n").unwrap();
     s.image("plain", GOOD);
     let out = plan(&s);
-    assert!(out.stdout.contains(&format!("note: ignoring certificate {}/certs/broken.crt", s.dir.display())), "{}", out.all());
+    assert!(
+        out.stdout.contains(&format!("note: ignoring certificate {}/certs/broken.crt", s.dir.display())),
+        "{}",
+        out.all()
+    );
     assert_merge(&out, "plain");
 }

@@ -2,8 +2,8 @@
 //! the new mount API. Everything above it decides; everything here only does, with context on
 //! every error.
 
-pub mod fs;
 pub mod devmapper;
+pub mod fs;
 pub mod loopdev;
 pub mod mount;
 pub mod staging;

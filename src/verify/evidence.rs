@@ -50,7 +50,9 @@ fn read_at(fd: BorrowedFd, offset: u64, len: usize) -> Result<Vec<u8>, String> {
     let mut done = 0;
     while done < len {
         match rustix::io::pread(fd, &mut buf[done..], offset + done as u64) {
-            Ok(0) => return Err(format!("is shorter than expected (nothing to read at byte {})", offset + done as u64)),
+            Ok(0) => {
+                return Err(format!("is shorter than expected (nothing to read at byte {})", offset + done as u64))
+            }
             Ok(n) => done += n,
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(format!("cannot be read at byte {offset}: {}", std::io::Error::from(e))),
@@ -140,16 +142,25 @@ fn examine_ddi(fd: &OwnedFd, size: u64, trusted: &[TrustedCert]) -> Result<(Trus
     Ok((trust, Source { data, fs, role: layout.role, verity: Some(verity) }))
 }
 
-fn examine_plain(fd: &OwnedFd, size: u64, fs: Kind, sidecars: Sidecars, trusted: &[TrustedCert]) -> Result<(Trust, Source), String> {
+fn examine_plain(
+    fd: &OwnedFd,
+    size: u64,
+    fs: Kind,
+    sidecars: Sidecars,
+    trusted: &[TrustedCert],
+) -> Result<(Trust, Source), String> {
     let data = region(fd, 0, size)?;
     let (hash, roothash) = match (sidecars.verity, sidecars.roothash) {
-        (None, None) if sidecars.signature.is_some() => return Err("has a .roothash.p7s but no .roothash and .verity".into()),
+        (None, None) if sidecars.signature.is_some() => {
+            return Err("has a .roothash.p7s but no .roothash and .verity".into())
+        }
         (None, None) => return Ok((Trust::none(), Source { data, fs, role: Role::Root, verity: None })),
         (Some(_), None) => return Err("has a .verity file but no .roothash file".into()),
         (None, Some(_)) => return Err("has a .roothash file but no .verity file".into()),
         (Some(v), Some(r)) => (v, r),
     };
-    let root_hash = verity::parse_hex(&String::from_utf8_lossy(&roothash)).map_err(|e| format!("has a .roothash that {e}"))?;
+    let root_hash =
+        verity::parse_hex(&String::from_utf8_lossy(&roothash)).map_err(|e| format!("has a .roothash that {e}"))?;
     let sig = match &sidecars.signature {
         Some(der) => judge(der, &root_hash, trusted),
         None => Signature::Absent,

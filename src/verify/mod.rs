@@ -42,9 +42,13 @@ pub enum Signature {
     Absent,
     /// Signed, but no trusted certificate is installed to check it against.
     Unchecked,
-    Valid { signer: String },
+    Valid {
+        signer: String,
+    },
     /// Unknown signer, bad signature or a malformed one; the reason says which.
-    Invalid { reason: String },
+    Invalid {
+        reason: String,
+    },
 }
 
 /// What protects an image, for the policy.

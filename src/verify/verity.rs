@@ -41,10 +41,13 @@ pub fn parse_superblock(b: &[u8]) -> Result<Superblock, String> {
     let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
     let (version, hash_type) = (u32_at(8), u32_at(12));
     if version != 1 || hash_type != 1 {
-        return Err(format!("has a verity superblock of version {version}, hash type {hash_type}; only 1/1 is supported"));
+        return Err(format!(
+            "has a verity superblock of version {version}, hash type {hash_type}; only 1/1 is supported"
+        ));
     }
     let alg_raw = &b[32..64];
-    let algorithm = String::from_utf8_lossy(&alg_raw[..alg_raw.iter().position(|c| *c == 0).unwrap_or(32)]).into_owned();
+    let algorithm =
+        String::from_utf8_lossy(&alg_raw[..alg_raw.iter().position(|c| *c == 0).unwrap_or(32)]).into_owned();
     if algorithm.is_empty() || !algorithm.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return Err(format!("has a verity superblock with an invalid hash algorithm {algorithm:?}"));
     }
@@ -105,7 +108,10 @@ impl Superblock {
         if self.data_blocks == 1 {
             TopBlock::Data { len: self.data_block_size as usize }
         } else {
-            TopBlock::Hash { offset: self.hash_start_block() * self.hash_block_size as u64, len: self.hash_block_size as usize }
+            TopBlock::Hash {
+                offset: self.hash_start_block() * self.hash_block_size as u64,
+                len: self.hash_block_size as usize,
+            }
         }
     }
 
