@@ -29,6 +29,7 @@ demo: build
 bench: build
 	bench/merge.sh
 	tests-qemu/bench.sh
+	tests-qemu/bench-verity.sh
 
 # Fuzz each parser for FUZZ_SECONDS (default 600).
 FUZZ_SECONDS ?= 600

@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Build (once) the QEMU test guest and print its directory:
 #   vmlinuz, root.img (ext4), initrd-ours.img (our dracut module),
-#   initrd-plain.img (no module), initrd-sysroot.img (scenario 8 baseline).
+#   initrd-plain.img (no module), initrd-sysroot.img (scenario 8 baseline),
+#   initrd-signed.img (ours, built while the guest's /etc/verity.d held
+#   $ITS_TRUSTED_CRT, so the module puts that certificate into it).
 # Cached under $INITRD_SYSEXT_CACHE keyed by a hash of everything that goes
-# into it: the base tree, this recipe, tests-qemu/guest/, dracut/ and the
-# activator binary. Scenario-specific files are added per scenario by run.sh.
+# into it: the base tree, this recipe, tests-qemu/guest/, dracut/, the
+# activator binary and the certificate. Scenario-specific files are added per scenario by run.sh.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 cache=${INITRD_SYSEXT_CACHE:-/var/cache/initrd-sysext}
 bin=${INITRD_SYSEXT_BIN:-$repo/target/x86_64-unknown-linux-musl/release/initrd-sysext}
+crt=${ITS_TRUSTED_CRT:-}
 
 base=$(bash "$repo/guest/base.sh")
 binsum=none
 [[ -x $bin ]] && binsum=$(sha256sum <"$bin")
 key=$({
     echo "$base $binsum"
+    [[ -z $crt ]] || cat "$crt"
     cat "${BASH_SOURCE[0]}"
     find "$here/guest" "$repo/dracut" -type f -print0 | sort -z | xargs -0 cat
 } | sha256sum | cut -c1-16)
@@ -75,24 +79,33 @@ fi
 # every module and udev rule costs: take only the virtio disk driver (the
 # dracut modules add their own) and drop what a VM on plain disks never uses.
 kver=$(ls "$tree/usr/lib/modules")
+initrds() { # NAME:DRACUT-MODULE...
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    unshare --mount --propagation private bash -euc '
+        tree=$1 kver=$2; shift 2
+        mount --rbind /dev "$tree/dev"
+        mount -t proc proc "$tree/proc"
+        mount -t sysfs sys "$tree/sys"
+        for v in "$@"; do
+            add=(); [[ -n ${v#*:} ]] && add=(--add "${v#*:}")
+            chroot "$tree" dracut --quiet --force --no-hostonly --no-hostonly-cmdline \
+                --compress zstd --drivers virtio_blk "${add[@]}" \
+                --omit "nvdimm overlay-root resume lunmask hwdb virtfs virtiofs qemu" \
+                --omit "systemd-pcrphase systemd-battery-check terminfo" --kver "$kver" "/boot/its-${v%%:*}.img"
+        done' _ "$tree" "$kver" "$@" >&2
+    for v in "$@"; do
+        mv "$tree/boot/its-${v%%:*}.img" "$tmp/initrd-${v%%:*}.img"
+    done
+}
 variants=(plain: sysroot:its-sysroot-merge)
 [[ $binsum != none ]] && variants+=(ours:initrd-sysext)
-# shellcheck disable=SC2016 # expanded by the inner shell
-unshare --mount --propagation private bash -euc '
-    tree=$1 kver=$2; shift 2
-    mount --rbind /dev "$tree/dev"
-    mount -t proc proc "$tree/proc"
-    mount -t sysfs sys "$tree/sys"
-    for v in "$@"; do
-        add=(); [[ -n ${v#*:} ]] && add=(--add "${v#*:}")
-        chroot "$tree" dracut --quiet --force --no-hostonly --no-hostonly-cmdline \
-            --compress zstd --drivers virtio_blk "${add[@]}" \
-            --omit "nvdimm overlay-root resume lunmask hwdb virtfs virtiofs qemu" \
-            --omit "systemd-pcrphase systemd-battery-check terminfo" --kver "$kver" "/boot/its-${v%%:*}.img"
-    done' _ "$tree" "$kver" "${variants[@]}" >&2
-for v in "${variants[@]}"; do
-    mv "$tree/boot/its-${v%%:*}.img" "$tmp/initrd-${v%%:*}.img"
-done
+initrds "${variants[@]}"
+# The certificate is only in the initrd: the root stays as it was.
+if [[ $binsum != none && -n $crt ]]; then
+    install -D -m 0644 "$crt" "$tree/etc/verity.d/its-trusted.crt"
+    initrds signed:initrd-sysext
+    rm -r "$tree/etc/verity.d"
+fi
 cp "$tree/boot/vmlinuz-$kver" "$tmp/vmlinuz"
 rm -f "$tree/boot/initrd.img-$kver"
 

@@ -42,11 +42,30 @@ its_accel() {
     log "accelerator: $its_accel_args"
 }
 
+# Test keys, made once: "trusted" (its certificate goes into the signed
+# initrd) and "unknown" (trusted nowhere). Sets KEYS and KEYS_TRUSTED_CN.
+its_keys() {
+    # shellcheck disable=SC2034 # used by scenarios.sh
+    KEYS=$cache/its-keys KEYS_TRUSTED_CN="initrd-sysext QEMU test key trusted"
+    [[ -f $KEYS/unknown.crt ]] && return 0
+    mkdir -p "$KEYS"
+    (
+        flock 8
+        for k in trusted unknown; do
+            [[ -f $KEYS/$k.crt ]] && continue
+            openssl req -x509 -newkey rsa:3072 -nodes -days 36500 -keyout "$KEYS/$k.key" \
+                -subj "/CN=initrd-sysext QEMU test key $k" -out "$KEYS/$k.crt.tmp" 2>/dev/null
+            mv "$KEYS/$k.crt.tmp" "$KEYS/$k.crt"
+        done
+    ) 8>"$KEYS.lock"
+}
+
 # The guest (built once, cached); sets GUEST.
 its_guest() {
     [[ -n ${GUEST:-} ]] && return 0
     local t0=$SECONDS
-    GUEST=$(bash "$here/build-guest.sh" 2>"$its_tmp/build-guest.log" | tail -n1) || {
+    its_keys
+    GUEST=$(ITS_TRUSTED_CRT=$KEYS/trusted.crt bash "$here/build-guest.sh" 2>"$its_tmp/build-guest.log" | tail -n1) || {
         cat "$its_tmp/build-guest.log" >&2; return 1; }
     log "guest: $GUEST ($((SECONDS - t0)) s)"
 }
@@ -78,6 +97,10 @@ its_podman_meta() {
     PODMAN_VERSION=$(basename "$PODMAN_RAW" .raw)
     PODMAN_VERSION=${PODMAN_VERSION#podman-}
     PODMAN_VERSION=${PODMAN_VERSION%%-debian*}
+    # A file no boot step reads, to read back in the verity scenarios.
+    PODMAN_PROBE=usr/share/bash-completion/completions/podman
+    # shellcheck disable=SC2034 # used by scenarios.sh
+    PODMAN_PROBE_SUM=$(sha256sum <"$m/$PODMAN_PROBE" | cut -d' ' -f1)
     sum=$(sha256sum <"$PODMAN_RAW" | cut -c1-16)
     PODMAN_SCOPED_RAW=$cache/its-podman-scope-initrd-$sum.raw
     if [[ ! -f $PODMAN_SCOPED_RAW ]]; then
@@ -91,6 +114,60 @@ its_podman_meta() {
     fi
     umount "$m"
     log "podman extension: name=$PODMAN_NAME version=$PODMAN_VERSION"
+}
+
+# The podman extension as a signed DDI (sysext/podman/build.sh's
+# NAME.sysext.raw): PODMAN_DDI signed by the trusted test key, PODMAN_DDI_UNKNOWN
+# by the unknown one; PODMAN_SIDECAR is the trusted build's plain image path
+# without .raw, next to its .verity, .roothash and .roothash.p7s.
+# ITS_PODMAN_DDI and ITS_PODMAN_DDI_UNKNOWN override the DDIs.
+its_signed() {
+    [[ -n ${PODMAN_DDI:-} ]] && return 0
+    local k raw t0=$SECONDS
+    its_keys
+    for k in trusted unknown; do
+        raw=$(bash "$repo/sysext/podman/build.sh" --key "$KEYS/$k.key" --cert "$KEYS/$k.crt" \
+            --out "$cache/its-signed/$k" 2>"$its_tmp/podman-$k.log" | tail -n1) || {
+            cat "$its_tmp/podman-$k.log" >&2; return 1; }
+        if [[ $k == trusted ]]; then
+            # shellcheck disable=SC2034 # used by bench-verity.sh
+            PODMAN_SIDECAR=${raw%.raw} PODMAN_DDI=${ITS_PODMAN_DDI:-${raw%.raw}.sysext.raw}
+        else
+            PODMAN_DDI_UNKNOWN=${ITS_PODMAN_DDI_UNKNOWN:-${raw%.raw}.sysext.raw}
+        fi
+    done
+    [[ -f $PODMAN_DDI && -f $PODMAN_DDI_UNKNOWN ]] || { log "no signed DDIs"; return 1; }
+    log "signed DDIs: $PODMAN_DDI, $PODMAN_DDI_UNKNOWN ($((SECONDS - t0)) s)"
+}
+
+# tamper IMG PATH: flip one byte in the first data block of PATH (inside the
+# image) in IMG's x86-64 root partition, after signing. Checked here: the
+# file no longer reads back as it was.
+tamper() {
+    local img=$1 path=$2 m=$its_tmp/tamper start size phys pos byte before after
+    read -r start size < <(sfdisk -d "$img" |
+        sed -nE 's/.*start= *([0-9]+), size= *([0-9]+), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709.*/\1 \2/p')
+    [[ -n $start ]] || { log "tamper: no x86-64 root partition in $img"; return 1; }
+    mkdir -p "$m"; its_mounts+=("$m")
+    part_mount() { mount -o "ro,loop,offset=$((start * 512)),sizelimit=$((size * 512))" "$img" "$m"; }
+    part_mount
+    before=$(sha256sum <"$m/$path")
+    # filefrag -b1: byte offsets; the first extent's physical start, which
+    # must be a block of its own (not inline in the metadata).
+    phys=$(filefrag -v -b1 "$m/$path" | awk '$1 == "0:" && !/inline/ { sub(/\.\./, "", $4); print $4 }')
+    umount "$m"
+    if [[ -z $phys ]] || ((phys % 4096)); then
+        log "tamper: /$path has no data block of its own"; return 1
+    fi
+    pos=$((start * 512 + phys + 100))
+    byte=$(od -An -tu1 -j "$pos" -N1 "$img")
+    # shellcheck disable=SC2059 # the format is the byte
+    printf "\\$(printf %03o $((byte ^ 255)))" | dd of="$img" bs=1 seek="$pos" conv=notrunc status=none
+    part_mount
+    after=$(sha256sum <"$m/$path" 2>/dev/null) || true
+    umount "$m"
+    [[ $after != "$before" ]] || { log "tamper: /$path unchanged after flipping byte $pos"; return 1; }
+    log "tamper: flipped byte $pos of $img (first data block of /$path)"
 }
 
 # its_image DIR PREP: DIR/root.raw = the guest root plus what the function

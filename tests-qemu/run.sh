@@ -14,8 +14,9 @@ names=("$@")
 for name in "${names[@]}"; do
     [[ -n ${S_INITRD[$name]:-} ]] || { echo "unknown scenario $name (${SCENARIOS[*]})" >&2; exit 2; }
 done
-t0=$SECONDS passed=0 failed=0
-if ! { its_guest && its_accel && its_podman && its_podman_meta; }; then
+t0=$SECONDS passed=0 failed=0 signed=:
+for name in "${names[@]}"; do [[ ${S_INITRD[$name]} == signed ]] && signed=its_signed; done
+if ! { its_guest && its_accel && its_podman && its_podman_meta && "$signed"; }; then
     echo "set-up failed"
     echo "0 passed, ${#names[@]} failed"
     exit 1

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Scenario table (sourced after lib.sh). Each scenario NAME has:
-#   S_INITRD[NAME]   initrd variant: ours | plain | sysroot
+#   S_INITRD[NAME]   initrd variant: ours | plain | sysroot | signed (ours
+#                    with the test certificate in /etc/verity.d)
 #   S_CMDLINE[NAME]  extra kernel arguments
 #   prep_NAME MNT DIR  adds files to the mounted guest root
 #   check_NAME         judges $res (the guest's evidence), via has/hasnt
 # shellcheck disable=SC2034,SC2154 # tables read by run.sh; res, PODMAN_* set there
 SCENARIOS=(first-boot toggle-off bad-image flatcar-layout after-boot-compat
-    rootless ensure-sysext ensure-sysext-without-oneshot systemd-sysroot)
+    rootless ensure-sysext ensure-sysext-without-oneshot systemd-sysroot
+    signed-ddi unknown-key tampered)
 declare -A S_INITRD=(
     [first-boot]=ours [toggle-off]=ours [bad-image]=ours [flatcar-layout]=ours
     [after-boot-compat]=ours [rootless]=ours [ensure-sysext]=plain
-    [ensure-sysext-without-oneshot]=plain [systemd-sysroot]=sysroot)
+    [ensure-sysext-without-oneshot]=plain [systemd-sysroot]=sysroot
+    [signed-ddi]=signed [unknown-key]=signed [tampered]=signed)
 declare -A S_CMDLINE=([toggle-off]="rd.sysext=0"
     [flatcar-layout]="mount.usr=/dev/disk/by-id/virtio-usr mount.usrfstype=ext4 mount.usrflags=ro")
 
@@ -179,4 +182,51 @@ check_systemd_sysroot() {
     has "findmnt /usr shows the overlay" findmnt-usr 'overlay'
     hasnt "PID 1 did not reload" pid1 'Reloading'
     quadlet_ran
+}
+# --- 9: verified images (issue 5) ------------------------------------------
+# The signed initrd trusts the test certificate KEYS/trusted.crt, so the
+# default policy is "signed". A file of the image is read back after boot.
+put_ddi() { install -D -m 0644 "$2" "$1/var/lib/extensions/$PODMAN_NAME.raw"; }
+read_back() { echo "/$PODMAN_PROBE" >"$1/etc/its/read-files"; }
+dm_backed() {
+    has "the erofs layer is mounted from a device-mapper device" dm '^erofs mounted from dm-[0-9]+$'
+    has "that dm device sits on the image's loop device(s)" dm '^dm-[0-9]+ name=.* slaves=loop[0-9]+'
+    has "a dm-verity target is loaded" dm '^dm_verity refcnt: [1-9]'
+    has "it hashes with the SHA-256 the initrd loaded early" journal \
+        'device-mapper: verity: sha256 using shash "sha256-(ni|avx2|avx|ssse3)"'
+}
+prep_signed_ddi() { put_ddi "$1" "$PODMAN_DDI"; read_back "$1"; checks "$1" ""; }
+check_signed_ddi() {
+    quadlet_ran
+    has "policy signed, from the certificate in the initrd" journal 'initrd-sysext\[[0-9]+\]: policy signed: 1 trusted'
+    has "merged the DDI, verity and signer named" journal \
+        "initrd-sysext\[[0-9]+\]: merged $PODMAN_NAME from /var/lib/extensions/$PODMAN_NAME.raw \(ddi.*dm-verity, signed by .*$KEYS_TRUSTED_CN"
+    has "findmnt /usr shows the overlay" findmnt-usr 'overlay'
+    dm_backed
+    has "a file of the image reads back intact" read-files "^$PODMAN_PROBE_SUM  /$PODMAN_PROBE\$"
+}
+prep_unknown_key() { put_ddi "$1" "$PODMAN_DDI_UNKNOWN"; checks "$1" ""; }
+check_unknown_key() {
+    has "refused: unknown signer" journal \
+        "initrd-sysext\[[0-9]+\]: skipped $PODMAN_NAME \(/var/lib/extensions/$PODMAN_NAME.raw\): unknown signer"
+    has "the trusted certificate is the one dracut put into the initrd" journal \
+        "unknown signer: .*$KEYS_TRUSTED_CN from /etc/verity.d/its-trusted.crt"
+    has "multi-user.target reached" multi-user '^active'
+    hasnt "nothing merged on /usr" findmnt-usr 'overlay'
+    has "quadlet unit does not exist" hello-show '^LoadState=not-found'
+    hasnt "no device-mapper device left behind" dm '^dm-'
+}
+prep_tampered() {
+    put_ddi "$1" "$PODMAN_DDI"
+    tamper "$1/var/lib/extensions/$PODMAN_NAME.raw" "$PODMAN_PROBE"
+    read_back "$1"; checks "$1" ""
+}
+check_tampered() {
+    has "merged (dm-verity checks blocks when they are read)" journal \
+        "initrd-sysext\[[0-9]+\]: merged $PODMAN_NAME from .*dm-verity, signed by "
+    has "multi-user.target reached" multi-user '^active'
+    dm_backed
+    has "reading the tampered file fails with EIO" read-files "/$PODMAN_PROBE: Input/output error"
+    hasnt "no bytes of it were returned" read-files '^[0-9a-f]{64} '
+    has "dm-verity named the corrupted block" journal 'device-mapper: verity: .*data block [0-9]+ is corrupted'
 }

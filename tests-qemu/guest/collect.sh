@@ -29,6 +29,25 @@ rec losetup losetup -l -n
 rec sysext-status systemd-sysext status
 rec ours-status initrd-sysext status --sysroot /
 cp /run/initrd-sysext/report.json "$out/" 2>/dev/null
+# Device-mapper devices (verity images): name, what backs them, and which
+# block devices carry a mounted erofs (the layers live in a private mount
+# namespace, so mountinfo does not show them). dm_verity's refcnt counts
+# loaded verity targets.
+dm() {
+    local d
+    for d in /sys/block/dm-*; do
+        [[ -e $d ]] || continue
+        echo "${d##*/} name=$(<"$d/dm/name") uuid=$(<"$d/dm/uuid") ro=$(<"$d/ro") slaves=$(cd "$d/slaves" && echo *)"
+    done
+    for d in /sys/fs/erofs/*; do
+        [[ ${d##*/} == features ]] || echo "erofs mounted from ${d##*/}"
+    done
+    echo "dm_verity refcnt: $(cat /sys/module/dm_verity/refcnt)"
+}
+rec dm dm
+command -v dmsetup >/dev/null && rec dm-table dmsetup table
+# Files the scenario wants read back (one path a line): a hash, or the error.
+[[ -s /etc/its/read-files ]] && rec read-files xargs -d '\n' -a /etc/its/read-files sha256sum
 rec hello-show systemctl show hello.service -p LoadState,ActiveState,Result,ExecMainStatus,ExecMainStartTimestampMonotonic,ExecMainExitTimestampMonotonic
 rec hello-journal journalctl -b -u hello.service -o short-monotonic --no-pager
 rec multi-user systemctl is-active multi-user.target
