@@ -191,9 +191,14 @@ fn decide(inputs: &Inputs, image: &ImageInput) -> Result<(Vec<Hierarchy>, Option
         Some(t) => admit(inputs.policy, t.as_ref()?)?,
         None => return Err("was not examined".into()),
     };
-    let facts = match &image.facts {
-        Some(f) => f.clone()?,
-        None => return Err("was not opened".into()),
+    let facts = match (&image.facts, &image.trust) {
+        (Some(Ok(f)), _) => f.clone(),
+        // Say that the checks passed: the failure is then the machine's (no dm-verity, a damaged block).
+        (Some(Err(e)), Some(Ok(t))) if t.root_hash.is_some() => {
+            return Err(format!("cannot be mounted after passing its checks ({}): {e}", t.describe()))
+        }
+        (Some(Err(e)), _) => return Err(e.clone()),
+        (None, _) => return Err("was not opened".into()),
     };
     let host = inputs.host.as_ref().map_err(|e| format!("cannot check against the root: {e}"))?;
     let file = validate::pick_release(&image.name, &facts.release_files)?;
