@@ -144,10 +144,8 @@ its_signed() {
 # image) in IMG's x86-64 root partition, after signing. Checked here: the
 # file no longer reads back as it was.
 tamper() {
-    local img=$1 path=$2 m=$its_tmp/tamper start size phys pos byte before after
-    read -r start size < <(sfdisk -d "$img" |
-        sed -nE 's/.*start= *([0-9]+), size= *([0-9]+), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709.*/\1 \2/p')
-    [[ -n $start ]] || { log "tamper: no x86-64 root partition in $img"; return 1; }
+    local img=$1 path=$2 m=$its_tmp/tamper start size phys before after
+    read -r start size < <(root_part "$img") || return 1
     mkdir -p "$m"; its_mounts+=("$m")
     part_mount() { mount -o "ro,loop,offset=$((start * 512)),sizelimit=$((size * 512))" "$img" "$m"; }
     part_mount
@@ -159,15 +157,39 @@ tamper() {
     if [[ -z $phys ]] || ((phys % 4096)); then
         log "tamper: /$path has no data block of its own"; return 1
     fi
-    pos=$((start * 512 + phys + 100))
-    byte=$(od -An -tu1 -j "$pos" -N1 "$img")
-    # shellcheck disable=SC2059 # the format is the byte
-    printf "\\$(printf %03o $((byte ^ 255)))" | dd of="$img" bs=1 seek="$pos" conv=notrunc status=none
+    flip "$img" $((start * 512 + phys + 100))
     part_mount
     after=$(sha256sum <"$m/$path" 2>/dev/null) || true
     umount "$m"
-    [[ $after != "$before" ]] || { log "tamper: /$path unchanged after flipping byte $pos"; return 1; }
-    log "tamper: flipped byte $pos of $img (first data block of /$path)"
+    [[ $after != "$before" ]] || { log "tamper: /$path unchanged after the flip"; return 1; }
+    log "tamper: flipped the first data block of /$path in $img"
+}
+
+# root_part IMG: start and size (sectors) of the DDI's x86-64 root partition.
+root_part() {
+    local found
+    found=$(sfdisk -d "$1" |
+        sed -nE 's/.*start= *([0-9]+), size= *([0-9]+), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709.*/\1 \2/p')
+    [[ -n $found ]] || { log "tamper: no x86-64 root partition in $1"; return 1; }
+    echo "$found"
+}
+
+# flip IMG POS: invert the byte at POS.
+flip() {
+    local byte
+    byte=$(od -An -tu1 -j "$2" -N1 "$1")
+    # shellcheck disable=SC2059 # the format is the byte
+    printf "\\$(printf %03o $((byte ^ 255)))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
+# tamper_superblock IMG: flip a byte of the root partition's erofs superblock
+# that our own pre-mount checks do not read (magic, block size and count stay
+# intact), so only dm-verity can notice: the mount must fail.
+tamper_superblock() {
+    local start
+    read -r start _ < <(root_part "$1") || return 1
+    flip "$1" $((start * 512 + 1024 + 48))
+    log "tamper: flipped a byte of the erofs superblock in $1"
 }
 
 # its_image DIR PREP: DIR/root.raw = the guest root plus what the function

@@ -219,6 +219,9 @@ check_unknown_key() {
 prep_tampered() {
     put_ddi "$1" "$PODMAN_DDI"
     tamper "$1/var/lib/extensions/$PODMAN_NAME.raw" "$PODMAN_PROBE"
+    # A second copy whose erofs superblock is flipped: its mount must fail.
+    install -m 0644 "$PODMAN_DDI" "$1/var/lib/extensions/$PODMAN_NAME-sb.raw"
+    tamper_superblock "$1/var/lib/extensions/$PODMAN_NAME-sb.raw"
     read_back "$1"; checks "$1" ""
 }
 check_tampered() {
@@ -229,4 +232,7 @@ check_tampered() {
     has "reading the tampered file fails with EIO" read-files "/$PODMAN_PROBE: Input/output error"
     hasnt "no bytes of it were returned" read-files '^[0-9a-f]{64} '
     has "dm-verity named the corrupted block" journal 'device-mapper: verity: .*data block [0-9]+ is corrupted'
+    has "a flipped superblock: the mount fails and the image is skipped, with the reason" journal \
+        "initrd-sysext\[[0-9]+\]: skipped $PODMAN_NAME-sb \(.*\): cannot be mounted after passing its checks \(dm-verity, signed by .*\): mounting erofs"
+    hasnt "its verity device was removed again" dm "name=initrd-sysext-$PODMAN_NAME-sb"
 }
