@@ -16,11 +16,11 @@ use crate::inspect;
 use crate::plan::{self, Hierarchy, HierarchyState, ImageInput, Inputs, Plan};
 use crate::release;
 use crate::report;
-use crate::sys::fs::{describe_type, list_dir, open_dir_in_root, open_in_root, read_limited, real_path, reopen_read};
+use crate::sys::fs::{describe_type, open_dir_in_root, open_in_root, read_limited, real_path, reopen_read};
 use crate::validate::{native_architecture, Host};
-use crate::verify::evidence::{self, Sidecars, Source};
-use crate::verify::signature::{self, TrustedCert};
-use crate::verify::{self, Kind, Trust};
+use crate::verify::evidence::{self, Source};
+use crate::verify::signature::TrustedCert;
+use crate::verify::{self, certificates, Kind, Trust};
 
 pub struct Options {
     pub sysroot: String,
@@ -116,76 +116,11 @@ fn identify(object: &Object, size: u64) -> std::result::Result<Kind, String> {
     verify::identify(&head[..n], size)
 }
 
-/// Trusted certificates: the initrd's directories, then the sysroot's `/usr/lib/verity.d`
-/// (trusted because /usr is the verified base; its /etc is writable, so it is not read).
-fn trusted_certificates(opts: &Options, root: &OwnedFd, notes: &mut Vec<String>) -> Vec<TrustedCert> {
-    const DIR: &str = "usr/lib/verity.d";
-    let mut dirs: Vec<(String, Option<OwnedFd>)> = opts.cert_dirs.iter().map(|d| (d.clone(), None)).collect();
-    if let Ok(fd) = open_in_root(root.as_fd(), DIR, OFlags::PATH | OFlags::DIRECTORY) {
-        dirs.push((format!("{}/{DIR}", opts.sysroot.trim_end_matches('/')), Some(fd)));
-    }
-    let mut certs = Vec::new();
-    for (dir, fd) in dirs {
-        let opened = match &fd {
-            Some(fd) => open_in_root(fd.as_fd(), ".", OFlags::RDONLY | OFlags::DIRECTORY),
-            None => rustix::fs::open(dir.as_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(Into::into),
-        };
-        let Ok(dirfd) = opened else { continue };
-        for name in list_dir(dirfd.as_fd()).unwrap_or_default().into_iter().filter(|n| n.ends_with(".crt")) {
-            let path = format!("{dir}/{name}");
-            let parsed = open_in_root(dirfd.as_fd(), &name, OFlags::RDONLY | OFlags::NONBLOCK)
-                .and_then(|f| read_limited(f, 1 << 20))
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| signature::parse_certificates(&bytes, &path));
-            match parsed {
-                Ok(c) => certs.extend(c),
-                Err(e) => notes.push(format!("ignoring certificate {path}: {e}")),
-            }
-        }
-    }
-    certs
-}
-
-/// `NAME.verity`, `NAME.roothash` and `NAME.roothash.p7s` of `NAME.raw`: next to the path we
-/// found, or else next to where its symlink leads (Flatcar links from /etc/extensions).
-fn sidecars(root: &OwnedFd, f: &Found) -> std::result::Result<Sidecars, String> {
-    for base in std::iter::once(&f.path).chain(&f.target) {
-        let Some(stem) = base.strip_suffix(".raw") else { continue };
-        let open = |suffix: &str| -> std::result::Result<Option<(OwnedFd, u64)>, String> {
-            let path = format!("{stem}{suffix}");
-            match open_in_root(root.as_fd(), &path, OFlags::RDONLY | OFlags::NONBLOCK) {
-                Err(e) if Errno::from_io_error(&e) == Some(Errno::NOENT) => Ok(None),
-                Err(e) => Err(format!("cannot open {path}: {e}")),
-                Ok(fd) => {
-                    let st = fstat(&fd).map_err(|e| format!("cannot stat {path}: {e}"))?;
-                    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-                        return Err(format!("{path} is a {}, not a regular file", describe_type(st.st_mode)));
-                    }
-                    Ok(Some((fd, st.st_size as u64)))
-                }
-            }
-        };
-        let read = |file: Option<(OwnedFd, u64)>, max: usize| {
-            file.map(|(fd, _)| read_limited(fd, max).map_err(|e| format!("cannot read a sidecar of {base}: {e}")))
-                .transpose()
-        };
-        let found = Sidecars {
-            verity: open(".verity")?,
-            roothash: read(open(".roothash")?, 1024)?,
-            signature: read(open(".roothash.p7s")?, 1 << 20)?,
-        };
-        if found.verity.is_some() || found.roothash.is_some() || found.signature.is_some() {
-            return Ok(found);
-        }
-    }
-    Ok(Sidecars::default())
-}
-
 /// Step 3b for one image file: its evidence, or why it is broken.
 fn examine(root: &OwnedFd, f: &Found, fd: &OwnedFd, kind: Kind, trusted: &[TrustedCert]) -> Examined {
     let readable = reopen_read(fd.as_fd()).map_err(|e| format!("cannot open: {e}"))?;
-    evidence::examine(&readable, f.size, kind, sidecars(root, f)?, trusted)
+    let sidecars = evidence::sidecars(root.as_fd(), &f.path, f.target.as_deref())?;
+    evidence::examine(&readable, f.size, kind, sidecars, trusted)
 }
 
 type Examined = std::result::Result<(Trust, Source), String>;
@@ -208,7 +143,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
     let open_images =
         !matches!(cmdline.selection, Selection::Disabled { .. }) && plan::already_merged(&hierarchies).is_none();
 
-    let trusted = trusted_certificates(opts, &root, &mut notes);
+    let trusted = certificates::load(&opts.cert_dirs, root.as_fd(), &opts.sysroot, &mut notes);
     let policy = cmdline.policy.unwrap_or(plan::default_policy(trusted.len()));
     log::info!(target: report::TARGET, "policy {}: {} trusted certificate(s)", policy.as_str(), trusted.len());
 

@@ -6,10 +6,14 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use rustix::fs::{fstat, FileType, OFlags};
+use rustix::io::Errno;
+
 use super::gpt::{self, Role};
 use super::signature::{self, TrustedCert};
 use super::verity::{self, Superblock, TopBlock};
 use super::{hex, identify, Kind, Signature, Trust, HEAD_LEN};
+use crate::sys::fs::{describe_type, open_in_root, read_limited};
 
 /// A byte range of an open file: a whole image, a partition, a `.verity` file.
 pub struct Region {
@@ -168,6 +172,41 @@ fn examine_plain(
     let verity = verity_data(Region { fd: hash.0, offset: 0, size: hash.1 }, &data, root_hash, "the .roothash file")?;
     let trust = Trust { root_hash: Some(hex(&verity.root_hash)), signature: sig };
     Ok((trust, Source { data, fs, role: Role::Root, verity: Some(verity) }))
+}
+
+/// `NAME.verity`, `NAME.roothash` and `NAME.roothash.p7s` of `NAME.raw`: next to the path we
+/// found, or else next to where its symlink leads (Flatcar links from /etc/extensions).
+pub fn sidecars(root: BorrowedFd, path: &str, target: Option<&str>) -> Result<Sidecars, String> {
+    for base in std::iter::once(path).chain(target) {
+        let Some(stem) = base.strip_suffix(".raw") else { continue };
+        let open = |suffix: &str| -> Result<Option<(OwnedFd, u64)>, String> {
+            let path = format!("{stem}{suffix}");
+            match open_in_root(root, &path, OFlags::RDONLY | OFlags::NONBLOCK) {
+                Err(e) if Errno::from_io_error(&e) == Some(Errno::NOENT) => Ok(None),
+                Err(e) => Err(format!("cannot open {path}: {e}")),
+                Ok(fd) => {
+                    let st = fstat(&fd).map_err(|e| format!("cannot stat {path}: {e}"))?;
+                    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                        return Err(format!("{path} is a {}, not a regular file", describe_type(st.st_mode)));
+                    }
+                    Ok(Some((fd, st.st_size as u64)))
+                }
+            }
+        };
+        let read = |file: Option<(OwnedFd, u64)>, max: usize| {
+            file.map(|(fd, _)| read_limited(fd, max).map_err(|e| format!("cannot read a sidecar of {base}: {e}")))
+                .transpose()
+        };
+        let found = Sidecars {
+            verity: open(".verity")?,
+            roothash: read(open(".roothash")?, 1024)?,
+            signature: read(open(".roothash.p7s")?, 1 << 20)?,
+        };
+        if found.verity.is_some() || found.roothash.is_some() || found.signature.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(Sidecars::default())
 }
 
 /// Gather and check an image file's evidence. `fd` is open for reading.

@@ -2,6 +2,7 @@
 //! system claims against the file we have, so a truncated download is named as such instead of
 //! failing somewhere inside the kernel.
 
+pub mod certificates;
 pub mod evidence;
 pub mod gpt;
 pub mod signature;
