@@ -46,8 +46,6 @@ pub struct Sidecars {
 }
 
 pub const SIDECAR_SUFFIXES: [&str; 3] = [".verity", ".roothash", ".roothash.p7s"];
-/// Signature partitions and files are a few KiB; more is not a signature.
-const MAX_SIGNATURE: usize = 1 << 20;
 
 fn read_at(fd: BorrowedFd, offset: u64, len: usize) -> Result<Vec<u8>, String> {
     let mut buf = vec![0u8; len];
@@ -132,7 +130,7 @@ fn examine_ddi(fd: &OwnedFd, size: u64, trusted: &[TrustedCert]) -> Result<(Trus
     let hash = region(fd, v.offset, v.size)?;
     let (root_hash, sig, what) = match &layout.signature {
         Some(s) => {
-            let bytes = read_at(fd.as_fd(), s.offset, (s.size as usize).min(MAX_SIGNATURE))?;
+            let bytes = read_at(fd.as_fd(), s.offset, (s.size as usize).min(signature::MAX_PARTITION + 1))?;
             let blob = signature::parse_signature_json(&bytes)
                 .map_err(|e| format!("has a {}-verity-sig partition that is not a signature: {e}", layout.role))?;
             let sig = judge(&blob.signature, &blob.root_hash, trusted);
@@ -200,7 +198,8 @@ pub fn sidecars(root: BorrowedFd, path: &str, target: Option<&str>) -> Result<Si
         let found = Sidecars {
             verity: open(".verity")?,
             roothash: read(open(".roothash")?, 1024)?,
-            signature: read(open(".roothash.p7s")?, 1 << 20)?,
+            // One byte more than allowed, so that check() names an oversized file instead of a cut one.
+            signature: read(open(".roothash.p7s")?, signature::MAX_PKCS7)?,
         };
         if found.verity.is_some() || found.roothash.is_some() || found.signature.is_some() {
             return Ok(found);
