@@ -56,13 +56,19 @@ pub struct ReleaseFile {
 }
 
 /// Pick the release file systemd would pick for an image called `name`: the exact name, or else
-/// exactly one file whose strict xattr says false (a renamed image, Flatcar#1338).
+/// exactly one file that is either named after the image's base name or whose strict xattr says
+/// false (a renamed image, Flatcar#1338). The base name is the name cut at the first `_` or `+`,
+/// where a version suffix starts (`podman_5.4` -> `podman`): systemd 257's
+/// `path_extract_image_name` does this, 252 does not (it needs the xattr), so we follow the newer rule.
 pub fn pick_release<'a>(name: &str, files: &'a [ReleaseFile]) -> Result<&'a ReleaseFile, String> {
     if let Some(f) = files.iter().find(|f| f.suffix == name) {
         return Ok(f);
     }
-    let relaxed: Vec<_> =
-        files.iter().filter(|f| f.strict_xattr.as_deref().and_then(parse_bool) == Some(false)).collect();
+    let base = &name[..name.find(['_', '+']).unwrap_or(name.len())];
+    let relaxed: Vec<_> = files
+        .iter()
+        .filter(|f| f.suffix == base || f.strict_xattr.as_deref().and_then(parse_bool) == Some(false))
+        .collect();
     match relaxed.as_slice() {
         [one] => Ok(one),
         [] if files.is_empty() => Err(format!("no usr/lib/extension-release.d/extension-release.{name}")),
@@ -72,7 +78,7 @@ pub fn pick_release<'a>(name: &str, files: &'a [ReleaseFile]) -> Result<&'a Rele
             files.iter().map(|f| format!("extension-release.{}", f.suffix)).collect::<Vec<_>>().join(", ")
         )),
         many => Err(format!(
-            "ambiguous: {} release files allow any image name ({})",
+            "ambiguous: {} release files could belong to this image ({})",
             many.len(),
             many.iter().map(|f| format!("extension-release.{}", f.suffix)).collect::<Vec<_>>().join(", ")
         )),
@@ -264,6 +270,13 @@ pub(crate) mod tests {
         assert_eq!(pick_release("podman-5.4", &relaxed).unwrap().suffix, "podman");
         let strict = [file("podman", Some("1"))];
         assert!(pick_release("podman-5.4", &strict).is_err());
+        // A version suffix after `_` or `+` is cut before comparing, without any xattr.
+        let versioned = [file("podman", None), file("other", None)];
+        assert_eq!(pick_release("podman_5.4", &versioned).unwrap().suffix, "podman");
+        assert_eq!(pick_release("podman+2", &versioned).unwrap().suffix, "podman");
+        assert!(pick_release("podman-5.4", &versioned).is_err());
+        let base_and_relaxed = [file("podman", None), file("any", Some("false"))];
+        assert!(pick_release("podman_5.4", &base_and_relaxed).unwrap_err().starts_with("ambiguous: 2"));
         let two = [file("a", Some("0")), file("b", Some("no"))];
         assert!(pick_release("c", &two).unwrap_err().starts_with("ambiguous: 2 release files"));
         assert_eq!(pick_release("x", &[]).unwrap_err(), "no usr/lib/extension-release.d/extension-release.x");

@@ -216,6 +216,9 @@ fn renamed_images_strict_xattr_and_two_release_files() {
     // Flatcar#1338: the file was renamed, the release file kept the old name.
     let renamed = s.ext_tree("podman", GOOD);
     s.squashfs(&renamed, "var/lib/extensions/podman-5.4.raw");
+    // A version after `_` is not part of the name the release file must carry (systemd 257).
+    let versioned = s.ext_tree("tools", GOOD);
+    s.squashfs(&versioned, "var/lib/extensions/tools_1.2.raw");
     // The escape hatch: the author marked the release file as not strict.
     let relaxed = s.ext_tree("relaxed", GOOD);
     run_ok(
@@ -244,10 +247,11 @@ fn renamed_images_strict_xattr_and_two_release_files() {
     let out = s.plan();
     assert_skip(&out, "podman-5.4", "no usr/lib/extension-release.d/extension-release.podman-5.4; found extension-release.podman, which does not set user.extension-release.strict=false (image renamed?)");
     assert_merge(&out, "relaxed-2");
+    assert_merge(&out, "tools_1.2");
     assert_skip(
         &out,
         "two",
-        "ambiguous: 2 release files allow any image name (extension-release.a, extension-release.b)",
+        "ambiguous: 2 release files could belong to this image (extension-release.a, extension-release.b)",
     );
 }
 
