@@ -18,6 +18,7 @@ use crate::inspect::ImageRoot;
 use crate::plan::{Action, Hierarchy, HierarchyState, Plan};
 use crate::state;
 use crate::sys::fs::{open_in_root, proc_path};
+use crate::sys::identity;
 use crate::sys::loopdev::{self, Range};
 use crate::sys::staging::{self, Staging};
 use crate::sys::{devmapper, mount};
@@ -137,7 +138,7 @@ fn build(
     staged: &HashMap<String, Staged>,
     host: Option<&str>,
     faults: &Faults,
-) -> Result<OwnedFd> {
+) -> Result<(OwnedFd, OwnedFd)> {
     if let Some(bad) = layers.iter().find(|l| faults.overlay.contains(l)) {
         return Err(Error::msg(format!("overlay: injected failure for layer {bad}")));
     }
@@ -156,17 +157,15 @@ fn build(
                 .with_context(|| format!("opening {} in {name}", h.path()))?,
         );
     }
-    if let Some(host) = host {
-        let fd = staging::open_path(host)?;
-        // An empty host directory is left out, as systemd does.
-        if has_entries(fd.as_fd()) {
-            fds.push(fd);
-        }
-    }
-    let paths: Vec<String> = fds.iter().map(|fd| proc_path(fd.as_fd())).collect();
+    // An empty host directory is left out, as systemd does.
+    let host = host.map(staging::open_path).transpose()?.filter(|fd| has_entries(fd.as_fd()));
+    let paths: Vec<String> = fds.iter().chain(&host).map(|fd| proc_path(fd.as_fd())).collect();
     let overlay = mount::overlay(&paths)?;
     state::write_dev(meta.as_fd(), overlay.as_fd())?;
-    Ok(overlay)
+    if let Some(host) = &host {
+        state::write_backing(meta.as_fd(), host.as_fd())?;
+    }
+    Ok((overlay, meta))
 }
 
 /// Attach a built overlay; keep submounts visible by re-attaching recursive clones of them on top
@@ -191,7 +190,8 @@ fn attach(t: &Target, overlay: &OwnedFd, faults: &Faults) -> Result<()> {
     })
 }
 
-type Built = Vec<(Hierarchy, Vec<String>, OwnedFd, Duration)>;
+/// Per hierarchy: its layers, the overlay and its META layer (still writable), and the build time.
+type Built = Vec<(Hierarchy, Vec<String>, OwnedFd, OwnedFd, Duration)>;
 
 /// Build every overlay the plan asks for. Each round either builds them all or removes at least
 /// one image (or gives up on a hierarchy), so this ends.
@@ -217,7 +217,7 @@ fn build_all(
             let host = t.fd.as_ref().map(|_| t.path.as_str());
             let start = Instant::now();
             match build(&mut staging, hp.hierarchy, &hp.layers, &names, staged, host, faults) {
-                Ok(o) => built.push((hp.hierarchy, hp.layers.clone(), o, start.elapsed())),
+                Ok((o, meta)) => built.push((hp.hierarchy, hp.layers.clone(), o, meta, start.elapsed())),
                 Err(e) => {
                     // Which layers cannot be stacked even alone? Those go; the rest are retried.
                     let bad: Vec<(String, Error)> = hp
@@ -244,6 +244,31 @@ fn build_all(
     }
 }
 
+/// An image stored inside a hierarchy we merged (Flatcar's built-in images live in
+/// /usr/share/flatcar/sysext) is seen by the booted system through our overlay, with the
+/// overlay's mount ID and handle: identify it again the way the booted system will.
+fn identify_through_merge(plan: &mut Plan, root: BorrowedFd, merged: &[Hierarchy]) {
+    let inside = |path: &str| merged.iter().any(|h| path.starts_with(&format!("{}/", h.path())));
+    for d in &mut plan.images {
+        let Some(origin) = d.origin.as_mut().filter(|o| inside(&o.path)) else { continue };
+        origin.file = open_in_root(root, &origin.path, OFlags::PATH)
+            .and_then(|fd| identity::identify(fd.as_fd()))
+            .map_err(|e| format!("cannot identify it through the merged hierarchy: {e}"));
+    }
+}
+
+/// Write `.systemd-sysext/origin` into every merged hierarchy. Nothing has looked it up through
+/// the overlays yet, so it is seen there like the other META files. Without it the merge is still
+/// valid; systemd ≥ 260 just merges again at boot, which the note says.
+fn write_origin(plan: &mut Plan, metas: &HashMap<Hierarchy, OwnedFd>) {
+    let written = state::origin_for(plan)
+        .map_err(Error::msg)
+        .and_then(|text| metas.values().try_for_each(|meta| state::write_origin(meta.as_fd(), &text)));
+    if let Err(e) = written {
+        plan.notes.push(format!("not writing .systemd-sysext/origin ({e}): systemd 260 and later will merge again"));
+    }
+}
+
 /// Apply the plan. Images that break an overlay are demoted in the plan with the reason; a
 /// hierarchy that fails as a whole is left untouched.
 pub fn apply(
@@ -260,7 +285,8 @@ pub fn apply(
         }
         Vec::new()
     });
-    for (h, layers, overlay, took) in built {
+    let mut metas = HashMap::new();
+    for (h, layers, overlay, meta, took) in built {
         let t = targets.iter_mut().find(|t| t.hierarchy == h).expect("a target per hierarchy");
         if t.fd.is_none() {
             // A missing hierarchy is created, as systemd-sysext does.
@@ -280,7 +306,10 @@ pub fn apply(
         }
         let start = Instant::now();
         let outcome = match attach(t, &overlay, faults) {
-            Ok(()) => Outcome::Merged { layers, took: took + start.elapsed() },
+            Ok(()) => {
+                metas.insert(h, meta);
+                Outcome::Merged { layers, took: took + start.elapsed() }
+            }
             Err(e) => Outcome::Failed { reason: e.to_string() },
         };
         outcomes.insert(h, outcome);
@@ -296,6 +325,10 @@ pub fn apply(
         .collect();
     for name in lost {
         plan.demote(&name, "its hierarchies could not be merged (see above)".into());
+    }
+    if !metas.is_empty() {
+        identify_through_merge(plan, root, &metas.keys().copied().collect::<Vec<_>>());
+        write_origin(plan, &metas);
     }
     targets
         .iter()

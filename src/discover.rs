@@ -7,6 +7,7 @@ use rustix::fs::{fstat, statat, AtFlags, FileType, OFlags};
 use rustix::io::Errno;
 
 use crate::sys::fs::{describe_type, list_dir, open_dir_in_root, open_in_root, real_path};
+use crate::sys::identity::{self, FileId};
 
 /// Relative to the root being merged, in systemd's order: the first entry of a name wins.
 pub const SEARCH_PATHS: [&str; 3] = ["/etc/extensions", "/run/extensions", "/var/lib/extensions"];
@@ -27,6 +28,18 @@ pub struct Found {
     pub size: u64,
     /// The opened object, or why this entry is not an image.
     pub object: Result<Object, String>,
+    /// For an image: how the booted system's systemd-sysext will name and recognise it.
+    pub origin: Option<Origin>,
+}
+
+/// An image as systemd-sysext (≥ 260) records it in `.systemd-sysext/origin`, gathered from the
+/// fd we hold, so that it describes the very file we merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Inside the root, every symlink resolved: systemd names an image by where it really is.
+    pub path: String,
+    /// Its identity, or why the kernel would not give one.
+    pub file: Result<FileId, String>,
 }
 
 /// systemd's image-name rules after the suffix is gone.
@@ -96,7 +109,8 @@ fn scan_dir(root: BorrowedFd, root_real: &str, dir: &str, notes: &mut Vec<String
                     .map(|t| t.to_string_lossy().into_owned())
                     .unwrap_or_default()
             });
-        let mut found = Found { name: entry.clone(), path, target: None, size: 0, object: Err(String::new()) };
+        let mut found =
+            Found { name: entry.clone(), path, target: None, size: 0, object: Err(String::new()), origin: None };
         let opened = open_in_root(root, &found.path, OFlags::PATH)
             .map_err(|e| open_error(Errno::from_io_error(&e).unwrap_or(Errno::IO), link.as_deref()));
         let fd = match opened {
@@ -108,11 +122,12 @@ fn scan_dir(root: BorrowedFd, root_real: &str, dir: &str, notes: &mut Vec<String
                 continue;
             }
         };
+        let resolved = real_path(fd.as_fd()).ok().map(|p| match p.strip_prefix(root_real) {
+            Some(rest) if root_real != "/" => rest.to_string(),
+            _ => p,
+        });
         if link.is_some() {
-            found.target = real_path(fd.as_fd()).ok().map(|p| match p.strip_prefix(root_real) {
-                Some(rest) if root_real != "/" => rest.to_string(),
-                _ => p,
-            });
+            found.target = resolved.clone();
         }
         let st = match fstat(&fd) {
             Ok(st) => st,
@@ -133,6 +148,9 @@ fn scan_dir(root: BorrowedFd, root_real: &str, dir: &str, notes: &mut Vec<String
             Ok(name) => {
                 found.name = name;
                 found.size = st.st_size as u64;
+                let path = resolved.unwrap_or_else(|| found.path.clone());
+                let file = identity::identify(fd.as_fd()).map_err(|e| format!("cannot identify it: {e}"));
+                found.origin = Some(Origin { path, file });
                 found.object = Ok(if is_dir { Object::Dir(fd) } else { Object::File(fd) });
                 out.push((found, true));
             }
@@ -156,6 +174,7 @@ pub fn discover(root: BorrowedFd, notes: &mut Vec<String>) -> Vec<Found> {
             if claims {
                 if let Some((_, first)) = taken.iter().find(|(n, _)| *n == found.name) {
                     found.object = Err(format!("masked by {first}, which has the same name and comes first"));
+                    found.origin = None;
                 } else {
                     taken.push((found.name.clone(), found.path.clone()));
                 }

@@ -191,7 +191,16 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
                 facts
             })
         });
-        images.push(ImageInput { name: f.name, path: f.path, target: f.target, size: f.size, kind, trust, facts });
+        images.push(ImageInput {
+            name: f.name,
+            path: f.path,
+            target: f.target,
+            size: f.size,
+            kind,
+            trust,
+            facts,
+            origin: f.origin,
+        });
     }
     let mut plan = plan::build(&Inputs { cmdline, policy, host: host(&root), hierarchies, images });
     plan.notes.splice(0..0, notes);

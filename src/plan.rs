@@ -3,6 +3,7 @@
 //! rule is unit-tested without root.
 
 use crate::cmdline::{Cmdline, Policy, Selection};
+use crate::discover::Origin;
 use crate::validate::{self, Conflict, Host, ReleaseFile};
 use crate::verify::{Kind, Signature, Trust};
 use crate::version;
@@ -58,6 +59,8 @@ pub struct ImageInput {
     pub trust: Option<Result<Trust, String>>,
     /// What the image holds; `None` when it was not opened (not needed, or not selected).
     pub facts: Option<Result<Facts, String>>,
+    /// How the booted system will recognise it; `None` for entries that are not images.
+    pub origin: Option<Origin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +103,9 @@ pub struct Decision {
     pub trust: Option<String>,
     /// Merged, but with something the admin should know (e.g. not signed).
     pub warning: Option<String>,
+    /// The dm-verity root hash in hex, when it was examined and has one.
+    pub root_hash: Option<String>,
+    pub origin: Option<Origin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,6 +254,8 @@ pub fn build(inputs: &Inputs) -> Plan {
                 action,
                 trust,
                 warning,
+                root_hash: image.trust.as_ref().and_then(|t| t.as_ref().ok()).and_then(|t| t.root_hash.clone()),
+                origin: image.origin.clone(),
             }
         })
         .collect();
@@ -332,6 +340,7 @@ mod tests {
             kind: Ok(Kind::Squashfs),
             trust: Some(Ok(Trust::none())),
             facts: Some(Ok(f)),
+            origin: None,
         }
     }
 

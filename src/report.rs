@@ -265,6 +265,8 @@ mod tests {
             action,
             trust: None,
             warning: None,
+            root_hash: None,
+            origin: None,
         }
     }
 

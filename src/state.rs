@@ -3,14 +3,19 @@
 //!
 //! A hierarchy is merged when it is a mount point whose `.systemd-sysext/dev` holds
 //! `MAJOR:MINOR` of the hierarchy's own st_dev; `.systemd-sysext/extensions` lists the names,
-//! oldest first, one per line.
+//! oldest first, one per line. systemd 260 and later also write `origin`, a JSON description of
+//! every merged image that `refresh` compares with a fresh one to skip an unchanged set, and
+//! `backing`, the block device under the host's hierarchy.
 
 use std::os::fd::BorrowedFd;
 
-use rustix::fs::{fstat, major, minor, mkdirat, openat, statx, AtFlags, Mode, OFlags, StatxFlags};
+use rustix::fs::{fstat, major, minor, mkdirat, openat, statx, AtFlags, FileType, Mode, OFlags, StatxFlags};
 
 use crate::error::{Context, Result};
+use crate::json::Json;
+use crate::plan::{Action, Plan};
 use crate::sys::fs::read_limited;
+use crate::sys::identity::FileId;
 
 pub const META_DIR: &str = ".systemd-sysext";
 
@@ -18,6 +23,8 @@ pub const META_DIR: &str = ".systemd-sysext";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Merged {
     pub extensions: Vec<String>,
+    /// The overlay's device, as `.systemd-sysext/dev` records it.
+    pub dev: (u32, u32),
     /// Seconds since the epoch when the merge was made (the hierarchy's mtime, as systemd shows).
     pub since: i64,
 }
@@ -33,10 +40,14 @@ pub fn parse_dev(s: &str) -> Option<(u32, u32)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
+/// A state file, or `None`. Opened without blocking and only if it is a regular file: a fifo
+/// planted at `.systemd-sysext/dev` must not hang `merge` and `status` until the unit times out.
 fn read_meta(dir: BorrowedFd, file: &str) -> Option<String> {
-    let fd =
-        openat(dir, format!("{META_DIR}/{file}"), OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
-            .ok()?;
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let fd = openat(dir, format!("{META_DIR}/{file}"), flags, Mode::empty()).ok()?;
+    if FileType::from_raw_mode(fstat(&fd).ok()?.st_mode) != FileType::RegularFile {
+        return None;
+    }
     String::from_utf8(read_limited(&fd, 1 << 20).ok()?).ok()
 }
 
@@ -55,7 +66,7 @@ pub fn read(dir: BorrowedFd) -> Result<Option<Merged>> {
     }
     let extensions =
         read_meta(dir, "extensions").unwrap_or_default().lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
-    Ok(Some(Merged { extensions, since: st.st_mtime }))
+    Ok(Some(Merged { extensions, dev, since: st.st_mtime }))
 }
 
 fn write(dir: BorrowedFd, file: &str, content: &str) -> Result<()> {
@@ -82,6 +93,77 @@ pub fn write_extensions(meta: BorrowedFd, names: &[String]) -> Result<()> {
 pub fn write_dev(meta: BorrowedFd, overlay: BorrowedFd) -> Result<()> {
     let st = fstat(overlay).context("stat of the new overlay")?;
     write(meta, "dev", &format!("{}:{}\n", major(st.st_dev), minor(st.st_dev)))
+}
+
+/// Record the block device under the host's hierarchy, as systemd ≥ 260 does when the host is a
+/// layer; systemd writes nothing when the file system has no device number of its own.
+pub fn write_backing(meta: BorrowedFd, host: BorrowedFd) -> Result<()> {
+    let st = fstat(host).context("stat of the host hierarchy")?;
+    if major(st.st_dev) == 0 {
+        return Ok(());
+    }
+    write(meta, "backing", &format!("{}:{}\n", major(st.st_dev), minor(st.st_dev)))
+}
+
+/// Record where the merged images came from, once the overlays are in place (systemd writes it
+/// after mounting too); `refresh` of systemd ≥ 260 compares it with its own computation.
+pub fn write_origin(meta: BorrowedFd, content: &str) -> Result<()> {
+    write(meta, "origin", content)
+}
+
+/// How systemd ≥ 260 identifies one merged image: by its dm-verity root hash when it has one,
+/// else by the file itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity<'a> {
+    Verity(&'a str),
+    File(&'a FileId),
+}
+
+fn identity_fields(path: &str, id: &Identity) -> Vec<(&'static str, Json)> {
+    let mut fields = vec![("path", Json::from(path))];
+    match id {
+        Identity::Verity(hash) => fields.push(("verityHash", Json::from(*hash))),
+        Identity::File(f) => {
+            fields.push(("onMountId", Json::Num(f.mount_id)));
+            match &f.handle {
+                Some((kind, bytes)) => fields.push((
+                    "fileHandle",
+                    Json::Obj(vec![("type", Json::Int((*kind).into())), ("handle", crate::verify::hex(bytes).into())]),
+                )),
+                None => fields.push(("inode", Json::Num(f.inode))),
+            }
+            fields.push(("crtime", Json::Num(f.crtime_us)));
+            fields.push(("mtime", Json::Num(f.mtime_us)));
+        }
+    }
+    fields
+}
+
+/// The origin file for `(name, path, identity)` of each merged image: mutable mode "no" (our
+/// merge is read-only), no `mountOptions` (we add none), in systemd's own layout.
+pub fn origin_json(images: &[(&str, &str, Identity)]) -> String {
+    let extensions = images.iter().map(|(name, path, id)| (name.to_string(), Json::Obj(identity_fields(path, id))));
+    let mut doc = vec![("mutable", Json::Obj(vec![("mode", "no".into())]))];
+    if !images.is_empty() {
+        doc.push(("extensions", Json::Map(extensions.collect())));
+    }
+    Json::Obj(doc).pretty()
+}
+
+/// The origin file for the images the plan merges, or why none can be written (an image the
+/// kernel gave no identity for: systemd could not discover it either).
+pub fn origin_for(plan: &Plan) -> std::result::Result<String, String> {
+    let mut images = Vec::new();
+    for d in plan.images.iter().filter(|d| d.action == Action::Merge) {
+        let origin = d.origin.as_ref().ok_or_else(|| format!("{} has no origin data", d.name))?;
+        let id = match (&d.root_hash, &origin.file) {
+            (Some(hash), _) => Identity::Verity(hash),
+            (None, Ok(file)) => Identity::File(file),
+            (None, Err(e)) => return Err(format!("{}: {e}", d.name)),
+        };
+        images.push((d.name.as_str(), origin.path.as_str(), id));
+    }
+    Ok(origin_json(&images))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod devmapper;
 pub mod fs;
+pub mod identity;
 pub mod loopdev;
 pub mod mount;
 pub mod staging;
