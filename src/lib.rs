@@ -11,8 +11,10 @@
 pub mod apply; // 6. loop devices, mounts, rollback
 pub mod cmdline; // 1. what the kernel command line allows
 pub mod discover; // 2. images in the sysroot's search paths
+pub mod handover; // 8. what the booted system's systemd-sysext needs to know
 pub mod inspect; // 4. what each image holds …
 pub mod plan; // 5. the decision, as plain data
+pub mod refresh_check; // in the booted system: does systemd-sysext need to refresh?
 pub mod release;
 pub mod report;
 pub mod validate; // … and whether it fits this root

@@ -7,6 +7,7 @@ use initrd_sysext::error::Result;
 use initrd_sysext::json::Json;
 use initrd_sysext::pipeline::{self, Options};
 use initrd_sysext::plan::Hierarchy;
+use initrd_sysext::refresh_check::{self, Verdict};
 use initrd_sysext::sys::fs::open_dir_in_root;
 use initrd_sysext::{report, state, sys};
 
@@ -20,12 +21,19 @@ commands:
   plan      dry run: every image found with its decision, and the layer order
   status    what is merged now, from the systemd-sysext state
   unmerge   undo a merge (ours or systemd-sysext's) and release its loop devices
+  refresh-needed
+            in the booted system, as systemd-sysext.service's ExecCondition (merge sets
+            it up where systemd needs it): exit 0 if systemd-sysext should refresh, 1 if
+            the initrd's merge is still what it would make, or an image there is refused
+            by the initrd's policy
 
 options:
   --sysroot DIR   the root to merge into (default /sysroot; status and unmerge
                   outside the initrd default to /)
   --cmdline FILE  kernel command line to obey (default /proc/cmdline)
   --report FILE   where merge writes its JSON report (default /run/initrd-sysext/report.json)
+  --run DIR       the /run the booted system will have, for what merge hands over to its
+                  systemd-sysext (default /run)
   --certs DIRS    colon-separated directories of trusted *.crt files in the initrd (default
                   /etc/verity.d:/usr/lib/verity.d); SYSROOT/usr/lib/verity.d is always read
   --json          plan and status: print JSON
@@ -38,6 +46,7 @@ enum Command {
     Plan,
     Status,
     Unmerge,
+    RefreshNeeded,
 }
 
 fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String> {
@@ -46,6 +55,7 @@ fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String
         cmdline: "/proc/cmdline".into(),
         cert_dirs: vec!["/etc/verity.d".into(), "/usr/lib/verity.d".into()],
         report: report::DEFAULT_REPORT.into(),
+        run: "/run".into(),
         json: false,
     };
     let mut command = None;
@@ -56,16 +66,18 @@ fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String
             "--sysroot" => opts.sysroot = value("--sysroot")?,
             "--cmdline" => opts.cmdline = value("--cmdline")?,
             "--report" => opts.report = value("--report")?,
+            "--run" => opts.run = value("--run")?,
             "--certs" => {
                 opts.cert_dirs = value("--certs")?.split(':').filter(|d| !d.is_empty()).map(String::from).collect()
             }
             "--json" => opts.json = true,
-            "merge" | "plan" | "status" | "unmerge" if command.is_none() => {
+            "merge" | "plan" | "status" | "unmerge" | "refresh-needed" if command.is_none() => {
                 command = Some(match a.as_str() {
                     "merge" => Command::Merge,
                     "plan" => Command::Plan,
                     "status" => Command::Status,
-                    _ => Command::Unmerge,
+                    "unmerge" => Command::Unmerge,
+                    _ => Command::RefreshNeeded,
                 })
             }
             other => return Err(format!("unexpected argument: {other}")),
@@ -77,6 +89,7 @@ fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String
         let booted = !std::path::Path::new("/etc/initrd-release").exists();
         opts.sysroot = match command {
             Command::Status | Command::Unmerge if booted => "/".into(),
+            Command::RefreshNeeded => "/".into(),
             _ => "/sysroot".into(),
         };
     }
@@ -85,6 +98,7 @@ fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String
         |p: &str| std::path::absolute(p).map(|p| p.to_string_lossy().into_owned()).map_err(|e| format!("{p}: {e}"));
     opts.sysroot = absolute(&opts.sysroot)?;
     opts.report = absolute(&opts.report)?;
+    opts.run = absolute(&opts.run)?;
     opts.cmdline = absolute(&opts.cmdline)?;
     opts.cert_dirs = opts.cert_dirs.iter().map(|d| absolute(d)).collect::<std::result::Result<_, _>>()?;
     Ok((command, opts))
@@ -169,6 +183,20 @@ fn unmerge(opts: &Options) -> Result<()> {
     Ok(())
 }
 
+/// ExecCondition's answer: 0 runs systemd-sysext, 1 skips it. Never 255, which would fail the unit.
+fn refresh_needed(opts: &Options) -> ExitCode {
+    match refresh_check::check(&opts.sysroot, &opts.run) {
+        Verdict::Refresh(why) => {
+            log::info!(target: report::TARGET, "systemd-sysext may refresh: {why}");
+            ExitCode::SUCCESS
+        }
+        Verdict::Leave(why) => {
+            log::info!(target: report::TARGET, "not refreshing: {why}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
@@ -194,6 +222,7 @@ fn main() -> ExitCode {
         Command::Plan => plan(&opts).map(|()| ExitCode::SUCCESS),
         Command::Status => status(&opts).map(|()| ExitCode::SUCCESS),
         Command::Unmerge => unmerge(&opts).map(|()| ExitCode::SUCCESS),
+        Command::RefreshNeeded => Ok(refresh_needed(&opts)),
     };
     result.unwrap_or_else(|e| {
         log::error!(target: report::TARGET, "{e}");

@@ -9,9 +9,11 @@ use rustix::fs::{fstat, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::apply::{self, Faults, Outcome, Stageable, Staged, Target};
+use crate::cmdline::Policy;
 use crate::cmdline::{self, Selection};
 use crate::discover::{self, Found, Object};
 use crate::error::{Context, Result};
+use crate::handover;
 use crate::inspect;
 use crate::plan::{self, Hierarchy, HierarchyState, ImageInput, Inputs, Plan};
 use crate::release;
@@ -28,6 +30,8 @@ pub struct Options {
     /// The initrd's certificate directories; the sysroot's `/usr/lib/verity.d` is always added.
     pub cert_dirs: Vec<String>,
     pub report: String,
+    /// The initrd's /run, which becomes the booted system's: where the handover goes.
+    pub run: String,
     pub json: bool,
 }
 
@@ -37,6 +41,10 @@ pub struct Prepared {
     pub staged: HashMap<String, Staged>,
     pub targets: Vec<Target>,
     pub faults: Faults,
+    pub policy: Policy,
+    pub trusted: Vec<TrustedCert>,
+    /// A decision was made here (not disabled, not merged before us): hand it over.
+    pub decided: bool,
 }
 
 pub fn open_root(sysroot: &str) -> Result<OwnedFd> {
@@ -105,7 +113,7 @@ fn parallel<T: Send>(n: usize, job: impl Fn(usize) -> T + Sync) -> Vec<T> {
 }
 
 /// Step 3: the kind of a found object, or why it is not an image.
-fn identify(object: &Object, size: u64) -> std::result::Result<Kind, String> {
+pub fn identify(object: &Object, size: u64) -> std::result::Result<Kind, String> {
     let fd = match object {
         Object::Dir(_) => return Ok(Kind::Directory),
         Object::File(fd) => reopen_read(fd.as_fd()).map_err(|e| format!("cannot open: {e}"))?,
@@ -117,13 +125,13 @@ fn identify(object: &Object, size: u64) -> std::result::Result<Kind, String> {
 }
 
 /// Step 3b for one image file: its evidence, or why it is broken.
-fn examine(root: &OwnedFd, f: &Found, fd: &OwnedFd, kind: Kind, trusted: &[TrustedCert]) -> Examined {
+pub fn examine(root: &OwnedFd, f: &Found, fd: &OwnedFd, kind: Kind, trusted: &[TrustedCert]) -> Examined {
     let readable = reopen_read(fd.as_fd()).map_err(|e| format!("cannot open: {e}"))?;
     let sidecars = evidence::sidecars(root.as_fd(), &f.path, f.target.as_deref())?;
     evidence::examine(&readable, f.size, kind, sidecars, trusted)
 }
 
-type Examined = std::result::Result<(Trust, Source), String>;
+pub type Examined = std::result::Result<(Trust, Source), String>;
 
 pub fn prepare(opts: &Options) -> Result<Prepared> {
     let faults = Faults::from_env();
@@ -142,6 +150,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
     // Opening images costs a loop device and a mount each: only do it if they could be merged.
     let open_images =
         !matches!(cmdline.selection, Selection::Disabled { .. }) && plan::already_merged(&hierarchies).is_none();
+    let decided = open_images;
 
     let trusted = certificates::load(&opts.cert_dirs, root.as_fd(), &opts.sysroot, &mut notes);
     let policy = cmdline.policy.unwrap_or(plan::default_policy(trusted.len()));
@@ -207,7 +216,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
     // Images we will not merge let go of their loop devices now.
     let merging = plan.merged_names();
     staged.retain(|name, _| merging.contains(name));
-    Ok(Prepared { root, plan, staged, targets, faults })
+    Ok(Prepared { root, plan, staged, targets, faults, policy, trusted, decided })
 }
 
 /// The whole merge. Returns whether every hierarchy that had something to merge got merged.
@@ -223,6 +232,9 @@ pub fn merge(opts: &Options) -> Result<bool> {
     let doc = report::to_json(&opts.sysroot, &p.plan, Some(&outcomes), Some(total));
     if let Err(e) = report::write_report(&opts.report, &doc) {
         log::warn!(target: report::TARGET, "cannot write {}: {e}", opts.report);
+    }
+    if p.decided {
+        handover::hand_over(p.root.as_fd(), &opts.sysroot, &opts.run, p.policy, &p.trusted, &p.plan, &outcomes);
     }
     Ok(!outcomes.iter().any(|(_, o)| matches!(o, Outcome::Failed { .. })))
 }
