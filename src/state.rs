@@ -170,6 +170,53 @@ pub fn origin_for(plan: &Plan) -> std::result::Result<String, String> {
 mod tests {
     use super::*;
 
+    fn unhex(s: &str) -> Vec<u8> {
+        crate::verify::unhex(s).unwrap()
+    }
+
+    /// The fixtures are what systemd 262's own `systemd-sysext merge` wrote for one erofs image
+    /// and one directory (tests/sysroots/origin-fixture.sh); ours must be the same bytes.
+    #[test]
+    fn origin_is_what_systemd_262_writes() {
+        let raw = FileId {
+            mount_id: 2147531914,
+            handle: Some((248, unhex("00000000fb21040156d3b6ca042d4c7e8ee2538f181ceddb4d0021c41300000000000000"))),
+            inode: 11,
+            crtime_us: 1796186624769570,
+            mtime_us: 1796186624773078,
+        };
+        let images = [("hello", "/var/lib/extensions/hello.raw", Identity::File(&raw))];
+        assert_eq!(origin_json(&images), include_str!("../tests/fixtures/systemd-262/origin-raw.json"));
+        let dir = FileId {
+            mount_id: 2147532018,
+            handle: Some((248, unhex("00000000fb21040143cc751e51c04d218a40e9115ed8463882003d521300000000000000"))),
+            inode: 12,
+            crtime_us: 1796186624954669,
+            mtime_us: 0,
+        };
+        let images = [("hello", "/var/lib/extensions/hello", Identity::File(&dir))];
+        assert_eq!(origin_json(&images), include_str!("../tests/fixtures/systemd-262/origin-dir.json"));
+    }
+
+    /// Shapes from sysext.c's merge_subprocess: the root hash replaces the file's identity; the
+    /// inode replaces a handle the file system does not give.
+    #[test]
+    fn origin_with_a_root_hash_or_without_a_handle() {
+        let file = FileId { mount_id: 31, handle: None, inode: 77, crtime_us: 0, mtime_us: 5 };
+        let hash = "ab".repeat(32);
+        let text =
+            origin_json(&[("a", "/etc/extensions/a.raw", Identity::Verity(&hash)), ("b", "/b", Identity::File(&file))]);
+        let want = format!(
+            "{{\n\t\"mutable\" : {{\n\t\t\"mode\" : \"no\"\n\t}},\n\t\"extensions\" : {{\n\
+             \t\t\"a\" : {{\n\t\t\t\"path\" : \"/etc/extensions/a.raw\",\n\t\t\t\"verityHash\" : \"{hash}\"\n\t\t}},\n\
+             \t\t\"b\" : {{\n\t\t\t\"path\" : \"/b\",\n\t\t\t\"onMountId\" : 31,\n\t\t\t\"inode\" : 77,\n\
+             \t\t\t\"crtime\" : 0,\n\t\t\t\"mtime\" : 5\n\t\t}}\n\t}}\n}}\n"
+        );
+        assert_eq!(text, want);
+        // Nothing merged: systemd leaves "extensions" out.
+        assert_eq!(origin_json(&[]), "{\n\t\"mutable\" : {\n\t\t\"mode\" : \"no\"\n\t}\n}\n");
+    }
+
     #[test]
     fn dev_format() {
         assert_eq!(parse_dev("0:123\n"), Some((0, 123)));
