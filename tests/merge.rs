@@ -530,3 +530,20 @@ fn decisions_reach_the_kernel_log() {
         out.all()
     );
 }
+
+/// Issue 10, item 6: a fifo planted at `.systemd-sysext/dev` (or `extensions`) of a mounted
+/// hierarchy must not hang `status` or `merge` until the unit's timeout. It is not a merge.
+#[test]
+fn a_fifo_in_the_merge_state_hangs_nothing() {
+    let s = Scratch::new();
+    s.image("podman", GOOD);
+    let out = s.sh(&format!(
+        "mount -t tmpfs tmpfs \"$S/opt\" && mkdir \"$S/opt/.systemd-sysext\" && \
+         mkfifo \"$S/opt/.systemd-sysext/dev\" \"$S/opt/.systemd-sysext/extensions\"\n\
+         timeout 20 \"$B\" status --sysroot \"$S\"; echo status-rc=$?\n\
+         timeout 20 \"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\"; echo merge-rc=$?\n{MOUNTS}"
+    ));
+    assert!(out.stdout.contains("/opt\tnone\nstatus-rc=0\n"), "{}", out.all());
+    assert!(out.stdout.contains("merge-rc=0"), "{}", out.all());
+    assert!(mounts(&out).contains(&format!("{}/usr overlay sysext", s.sysroot.display())), "{}", out.all());
+}

@@ -141,7 +141,9 @@ impl Scratch {
     pub fn sh_env(&self, script: &str, env: &[(&str, &str)]) -> Output {
         let out = Command::new("unshare")
             .args(["-m", "--propagation", "private", "bash", "-c"])
-            .arg(format!("set -u\n{script}"))
+            // A /run of its own: what merge hands over to the booted system (drop-ins for
+            // systemd-sysext.service, certificates) must never reach the host's /run.
+            .arg(format!("set -u\nmount -t tmpfs -o mode=0755 test-run /run || exit 99\n{script}"))
             .env("B", BIN)
             .env("S", &self.sysroot)
             .env("C", self.dir.join("cmdline"))
