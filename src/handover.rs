@@ -128,8 +128,10 @@ impl State {
     pub fn to_text(&self) -> String {
         let yes = |b: bool| if b { "yes" } else { "no" };
         let mut out = format!(
-            "{STATE_HEADER}\nrefresh-skip {}\npolicy {}\ncomplete {}\n",
+            "{STATE_HEADER}\nrefresh-skip {}\npolicy-config {}\npolicy-option {}\npolicy {}\ncomplete {}\n",
             yes(self.systemd.refresh_skip),
+            yes(self.systemd.config_policy),
+            yes(self.systemd.policy_option),
             self.policy.as_str(),
             yes(self.complete)
         );
@@ -165,6 +167,8 @@ impl State {
             let (key, value) = line.split_once(' ')?;
             match key {
                 "refresh-skip" => state.systemd.refresh_skip = flag(value)?,
+                "policy-config" => state.systemd.config_policy = flag(value)?,
+                "policy-option" => state.systemd.policy_option = flag(value)?,
                 "complete" => state.complete = flag(value)?,
                 "policy" => {
                     state.policy = match value {
@@ -364,7 +368,8 @@ pub fn hand_over(
             Err(e) => warn!(target: TARGET, "booted system: cannot write {run}/{rel}: {e}"),
         }
     }
-    info!(target: TARGET, "booted system: {what}; policy {} carried over: wrote {}", policy.as_str(), wrote.join(", "));
+    wrote.insert(0, format!("{run}/{STATE}"));
+    info!(target: TARGET, "booted system: {what}; policy {}: wrote {}", policy.as_str(), wrote.join(", "));
     if binary.is_none() && !systemd.refresh_skip {
         warn!(target: TARGET,
             "booted system: the root has no initrd-sysext binary to check for changes, so its systemd-sysext.service \
@@ -444,10 +449,7 @@ mod tests {
             seen: vec![line],
         };
         let back = State::parse(&state.to_text()).unwrap();
-        assert_eq!(
-            (back.policy, back.complete, &back.merged, &back.seen),
-            (Policy::Signed, true, &state.merged, &state.seen)
-        );
+        assert_eq!(back, state);
         assert!(State::parse("initrd-sysext-state 2\n").is_none());
         assert!(State::parse(&format!("{}policy strict\n", state.to_text())).is_none());
     }

@@ -44,16 +44,23 @@ fn admitted(root: &OwnedFd, f: &Found, policy: Policy, trusted: &[TrustedCert]) 
     plan::admit(policy, &trust).map(|_| ())
 }
 
-/// Images present now that the policy refuses, as "NAME (PATH): reason".
+/// Images present now that the policy refuses, as "NAME (PATH): reason; what systemd would do".
 fn refused(root: &OwnedFd, found: &[Found], state: &State, run: &str, root_path: &str) -> Vec<String> {
     let mut notes = Vec::new();
-    let trusted =
-        certificates::load(&[format!("{}/verity.d", run.trim_end_matches('/'))], root.as_fd(), root_path, &mut notes);
+    let certs = format!("{}/verity.d", run.trim_end_matches('/'));
+    let trusted = certificates::load(&[certs], root.as_fd(), root_path, &mut notes);
+    // systemd applies an image policy to image files only, never to directories.
+    let enforced = state.systemd.config_policy || state.systemd.policy_option;
     found
         .iter()
         .filter(|f| f.origin.is_some())
         .filter_map(|f| {
-            admitted(root, f, state.policy, &trusted).err().map(|e| format!("{} ({}): {e}", f.name, f.path))
+            let e = admitted(root, f, state.policy, &trusted).err()?;
+            let would = match f.object {
+                Ok(Object::File(_)) if enforced => "systemd-sysext would fail the whole refresh on it",
+                _ => "systemd-sysext would merge it",
+            };
+            Some(format!("{} ({}): {e}; {would}", f.name, f.path))
         })
         .collect()
 }
@@ -105,14 +112,8 @@ pub fn check(root_path: &str, run: &str) -> Verdict {
     if state.policy != Policy::Any {
         let refused = refused(&root, &found, &state, run, root_path);
         if !refused.is_empty() {
-            let would = if state.systemd.config_policy || state.systemd.policy_option {
-                "would fail the whole refresh on it"
-            } else {
-                "has no image policy and would merge it"
-            };
             return Verdict::Leave(format!(
-                "{} refused by policy {} in the initrd, and systemd-sysext {would}: leaving the initrd's merge as it is ({})",
-                if refused.len() == 1 { "an image is" } else { "images are" },
+                "policy {} (from the initrd) refuses {}; leaving the initrd's merge as it is",
                 state.policy.as_str(),
                 refused.join("; ")
             ));
