@@ -13,14 +13,22 @@ use crate::plan::{Action, Decision, Hierarchy, HierarchyState, Plan};
 pub const TARGET: &str = "initrd-sysext";
 pub const DEFAULT_REPORT: &str = "/run/initrd-sysext/report.json";
 
-struct Stderr;
+/// Lines on stderr, prefixed with our name unless the journal already names us (a unit's
+/// stderr, such as systemd-sysext.service's ExecCondition, says so in $JOURNAL_STREAM).
+struct Stderr {
+    prefix: bool,
+}
 
 impl log::Log for Stderr {
     fn enabled(&self, _: &log::Metadata) -> bool {
         true
     }
     fn log(&self, r: &log::Record) {
-        eprintln!("{}: {}", TARGET, r.args());
+        if self.prefix {
+            eprintln!("{}: {}", TARGET, r.args());
+        } else {
+            eprintln!("{}", r.args());
+        }
     }
     fn flush(&self) {}
 }
@@ -35,7 +43,7 @@ pub fn init_logging() {
     };
     let logger: Box<dyn log::Log> = match kmsg.then(|| kernlog::KernelLog::with_level(log::LevelFilter::Info)) {
         Some(Ok(k)) => Box::new(k),
-        _ => Box::new(Stderr),
+        _ => Box::new(Stderr { prefix: std::env::var_os("JOURNAL_STREAM").is_none() }),
     };
     if log::set_boxed_logger(logger).is_ok() {
         log::set_max_level(log::LevelFilter::Info);

@@ -135,7 +135,8 @@ EOS
     checks "$1" ""
 }
 check_after_boot_compat() {
-    has "systemd-sysext.service refreshed in the booted system" journal 'Finished systemd-sysext.service'
+    has "systemd-sysext.service left our merge alone (our ExecCondition)" journal \
+        'initrd-sysext\[[0-9]+\]: not refreshing: the 1 image\(s\) are unchanged since the initrd merged them'
     merged_by_us
     one_overlay
     quadlet_ran
@@ -235,4 +236,50 @@ check_tampered() {
     has "a flipped superblock: the mount fails and the image is skipped, with the reason" journal \
         "initrd-sysext\[[0-9]+\]: skipped $PODMAN_NAME-sb \(.*\): cannot be mounted after passing its checks \(dm-verity, signed by .*\): mounting erofs"
     hasnt "its verity device was removed again" dm "name=initrd-sysext-$PODMAN_NAME-sb"
+}
+# --- 10: the policy after switch-root (issue 10, item 2) --------------------
+# Signed initrd (policy signed), the signed podman DDI and a valid but unsigned
+# image, systemd-sysext.service enabled. The initrd merges only the DDI and
+# hands the policy over; in the booted system (systemd 257) our ExecCondition
+# keeps the service from refreshing, so the unsigned image stays out and the
+# merge stays as it is.
+SCENARIOS+=(policy-after-boot)
+S_INITRD[policy-after-boot]=signed
+prep_policy_after_boot() {
+    put_ddi "$1" "$PODMAN_DDI"; enable_sysext "$1"
+    local t=$2/unsigned-tree
+    mkdir -p "$t/usr/lib/extension-release.d" "$t/usr/share"
+    echo ID=_any >"$t/usr/lib/extension-release.d/extension-release.unsigned"
+    echo ITS-UNSIGNED >"$t/usr/share/its-unsigned"
+    mkfs.erofs --quiet "$1/var/lib/extensions/unsigned.raw" "$t"
+    cat >"$1/etc/its/scenario.sh" <<'EOS'
+#!/bin/bash
+ov() { awk '$5 == "/usr" && / - overlay /' /proc/self/mountinfo | wc -l; }
+echo "overlays=$(ov) unsigned-visible=$(test -e /usr/share/its-unsigned && echo yes || echo no)"
+systemctl show systemd-sysext.service -p Result,ActiveState
+cat /run/systemd/system/systemd-sysext.service.d/initrd-sysext.conf
+head -n 1 /run/verity.d/*.crt
+EOS
+    chmod +x "$1/etc/its/scenario.sh"
+    checks "$1" ""
+}
+check_policy_after_boot() {
+    has "initrd: the signed DDI merged" journal \
+        "initrd-sysext\[[0-9]+\]: merged $PODMAN_NAME from .*dm-verity, signed by .*$KEYS_TRUSTED_CN"
+    has "initrd: the unsigned image refused" journal \
+        'initrd-sysext\[[0-9]+\]: skipped unsigned \(/var/lib/extensions/unsigned.raw\): unsigned'
+    has "initrd: policy and certificate handed over" journal \
+        'initrd-sysext\[[0-9]+\]: booted system: .* takes --image-policy=; policy signed: .*1 certificate\(s\) to /run/verity.d'
+    has "booted: our condition names the refused image" journal \
+        'initrd-sysext\[[0-9]+\]: not refreshing: policy signed \(from the initrd\) refuses unsigned '
+    has "systemd-sysext.service skipped by its ExecCondition" scenario '^Result=exec-condition$'
+    has "the drop-in passes systemd the same policy" scenario \
+        '^ExecStart=systemd-sysext refresh --image-policy=root=signed\+absent:usr=signed\+absent:=ignore$'
+    has "the certificate is in /run/verity.d, PEM" scenario '^-----BEGIN CERTIFICATE-----$'
+    has "the unsigned image is not merged" scenario '^overlays=1 unsigned-visible=no$'
+    hasnt "systemd-sysext status does not list it" sysext-status 'unsigned'
+    has "the signed one stays merged" sysext-status "$PODMAN_NAME"
+    one_overlay
+    hasnt "no Unmerged line" journal "Unmerged"
+    quadlet_ran
 }

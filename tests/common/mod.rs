@@ -150,6 +150,7 @@ impl Scratch {
             .env("R", self.dir.join("report.json"))
             .env("D", &self.dir)
             .env("INITRD_SYSEXT_LOG", "stderr")
+            .env_remove("JOURNAL_STREAM")
             .envs(env.iter().copied())
             .output()
             .expect("running unshare");
