@@ -337,7 +337,9 @@ pub fn hand_over(
     let mut seen: Vec<String> =
         plan.images.iter().filter_map(|d| d.origin.as_ref().map(|o| seen_line(&d.name, o))).collect();
     seen.sort();
-    let complete = !outcomes.iter().any(|(_, o)| matches!(o, Outcome::Failed { .. }));
+    // A failure (not a rule) here, e.g. no dm-verity in the initrd: the booted system may retry.
+    let complete =
+        !outcomes.iter().any(|(_, o)| matches!(o, Outcome::Failed { .. })) && !plan.images.iter().any(|d| d.failed);
     let state = State { systemd, policy, complete, merged, seen };
     let what = match found {
         Some(path) => format!("/{path} {}", systemd.describe()),

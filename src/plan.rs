@@ -106,6 +106,9 @@ pub struct Decision {
     /// The dm-verity root hash in hex, when it was examined and has one.
     pub root_hash: Option<String>,
     pub origin: Option<Origin>,
+    /// Admitted, but it could not be mounted or layered: a failure here, not a rule, so the
+    /// booted system may try again.
+    pub failed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,11 +254,12 @@ pub fn build(inputs: &Inputs) -> Plan {
                 kind: image.kind.clone().ok(),
                 size: image.size,
                 content,
-                action,
                 trust,
                 warning,
                 root_hash: image.trust.as_ref().and_then(|t| t.as_ref().ok()).and_then(|t| t.root_hash.clone()),
                 origin: image.origin.clone(),
+                failed: action != Action::Merge && matches!(image.facts, Some(Err(_))),
+                action,
             }
         })
         .collect();
@@ -298,6 +302,7 @@ impl Plan {
     pub fn demote(&mut self, name: &str, reason: String) {
         for d in self.images.iter_mut().filter(|d| d.name == name) {
             d.action = Action::Skip { reason: reason.clone() };
+            d.failed = true;
         }
         for h in &mut self.hierarchies {
             h.layers.retain(|l| l != name);
@@ -415,6 +420,9 @@ mod tests {
         assert_eq!(reason(&plan, "ddi"), "has more than one usr partition; which one to use is ambiguous");
         assert_eq!(reason(&plan, "junk"), "is empty (0 bytes)");
         assert_eq!(reason(&plan, "broken"), "mounting erofs failed: invalid argument");
+        // A rule refused ddi and junk; broken failed, and the booted system may retry it.
+        let failed: Vec<&str> = plan.images.iter().filter(|d| d.failed).map(|d| d.name.as_str()).collect();
+        assert_eq!(failed, ["broken"]);
     }
 
     #[test]
@@ -528,6 +536,7 @@ mod tests {
         let mut plan = build(&inputs("", vec![good("a"), good("b")]));
         plan.demote("a", "overlay refused it".into());
         assert_eq!(layers(&plan, Hierarchy::Usr), ["b"]);
+        assert!(plan.images.iter().any(|d| d.name == "a" && d.failed));
         assert_eq!(reason(&plan, "a"), "overlay refused it");
         assert_eq!(plan.merged_names(), ["b"]);
     }

@@ -126,7 +126,7 @@ pub fn check(root_path: &str, run: &str) -> Verdict {
         return Verdict::Refresh("systemd-sysext is set up for other hierarchies or a mutable merge".into());
     }
     if !state.complete {
-        return Verdict::Refresh("the initrd could not merge every hierarchy".into());
+        return Verdict::Refresh("the initrd could not merge everything it admitted".into());
     }
     let merged: Vec<(String, (u32, u32))> = Hierarchy::ALL
         .iter()

@@ -275,6 +275,7 @@ mod tests {
             warning: None,
             root_hash: None,
             origin: None,
+            failed: false,
         }
     }
 
