@@ -4,29 +4,43 @@ BIN     := target/$(TARGET)/release/initrd-sysext
 PREFIX  ?= /usr
 DESTDIR ?=
 
-.PHONY: build test test-unit test-image test-qemu demo bench fuzz install clean
+.PHONY: setup setup-rust build test test-unit test-image test-deb test-qemu demo bench fuzz deb install clean
 
-build:
+# What the targets below need (.ci/packages, the musl target), installed only when missing.
+setup: setup-rust
+	.ci/setup.sh packages
+
+setup-rust:
+	.ci/setup.sh rust
+
+build: setup-rust
 	cargo build --release --locked --target $(TARGET)
 
-# Everything: unit and namespace tests, the podman image, the QEMU boot scenarios.
-test: test-unit test-image test-qemu
+# Everything: unit and namespace tests, the podman image, the package, the QEMU boot scenarios.
+test: test-unit test-image test-deb test-qemu
 
 # Unit tests and the root-level namespace tests (fast; no QEMU).
-test-unit:
+test-unit: setup
 	cargo test --locked
 
-test-image: build
+test-image: setup build
 	sysext/podman/test.sh
 
-test-qemu: build
+test-qemu: setup build
 	tests-qemu/run.sh
 
+# The Debian package: target/deb/initrd-sysext_VERSION_amd64.deb (the path is the last line).
+deb: build
+	pkg/deb/build.sh $(BIN)
+
+test-deb: setup build
+	pkg/deb/test.sh $(BIN)
+
 # Build everything needed and boot the first-boot scenario, showing its evidence.
-demo: build
+demo: setup build
 	tests-qemu/demo.sh
 
-bench: build
+bench: setup build
 	bench/merge.sh
 	tests-qemu/bench.sh
 	tests-qemu/bench-verity.sh
@@ -41,7 +55,7 @@ fuzz:
 	done
 
 install: build
-	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" dracut/install.sh $(BIN)
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" pkg/install.sh $(BIN)
 
 clean:
 	cargo clean
