@@ -28,6 +28,7 @@ install -D -m 0644 "$repo/dracut/dracut.conf.d-initrd-sysext.conf" \
     "$root/usr/lib/dracut/dracut.conf.d/initrd-sysext.conf"
 gzip -9n "$root/usr/share/man/man8/initrd-sysext.8"
 install -D -m 0644 "$here/copyright" "$doc/copyright"
+install -D -m 0644 "$here/lintian-overrides" "$root/usr/share/lintian/overrides/initrd-sysext"
 gzip -9n <"$repo/README.md" >"$doc/README.md.gz"
 {
     echo "initrd-sysext ($version) unstable; urgency=medium"
