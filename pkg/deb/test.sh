@@ -120,7 +120,8 @@ mkdir -p "$i/root" "$i/dev" "$i/proc" "$i/run" "$i/out" "$i/.old" \
     "$t/ext/usr/lib/extension-release.d" "$t/ext/usr/share/pkg-test"
 mount --bind "$i" "$i" # to be the root of each boot's mount namespace, as rootfs is
 mount -t tmpfs tmpfs "$i/root"
-mkdir -p "$i/root/etc" "$i/root/usr/lib" "$i/root/opt" "$i/root/var/lib/extensions"
+mkdir -p "$i/root/etc" "$i/root/usr/bin" "$i/root/usr/lib" "$i/root/opt" "$i/root/var/lib/extensions"
+cp "$bin" "$i/root/usr/bin/initrd-sysext" # installed in the root too, as the package does
 printf 'ID=debian\nVERSION_ID=13\n' >"$i/root/etc/os-release"
 printf 'ID=debian\nVERSION_ID=13\n' >"$t/ext/usr/lib/extension-release.d/extension-release.pkg-test"
 echo hello >"$t/ext/usr/share/pkg-test/hello"
@@ -165,6 +166,12 @@ check "policy any: the image is merged onto \${rootmnt}/usr" merged
 check "policy any: the decision reaches kmsg with the identifier initrd-sysext" logged "merged pkg-test"
 check "policy any: the report is in /run, which init moves to the real root" \
     grep -q '"name":"pkg-test"' "$t/out/run/initrd-sysext/report.json"
+check "policy any: the hand-over to the booted systemd-sysext is in /run too" \
+    ls "$t/out/run/initrd-sysext/state" "$t/out/run/verity.d/pkg-test.crt" \
+    "$t/out/run/systemd/system/systemd-sysext.service.d/initrd-sysext.conf"
+check "policy any: its drop-in runs the root's initrd-sysext as ExecCondition" grep -qx \
+    "ExecCondition=/usr/bin/initrd-sysext refresh-needed" \
+    "$t/out/run/systemd/system/systemd-sysext.service.d/initrd-sysext.conf"
 check "the certificate in the initramfs makes the default policy signed; exit 0" boot "quiet"
 check "signed: the unsigned image is skipped with its reason" logged "skipped pkg-test .*policy signed"
 check "signed: nothing is mounted" no_mount
