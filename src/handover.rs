@@ -28,7 +28,7 @@ use crate::plan::{Hierarchy, Plan};
 use crate::report::TARGET;
 use crate::sys::fs::{open_dir_in_root, open_in_root, read_limited};
 use crate::verify::hex;
-use crate::verify::signature::TrustedCert;
+use crate::verify::x509::TrustedCert;
 
 /// Where systemd keeps systemd-sysext, inside the root.
 const SYSEXT_BINARIES: [&str; 2] = ["usr/bin/systemd-sysext", "usr/lib/systemd/systemd-sysext"];

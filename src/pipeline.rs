@@ -21,7 +21,7 @@ use crate::report;
 use crate::sys::fs::{describe_type, open_dir_in_root, open_in_root, read_limited, real_path, reopen_read};
 use crate::validate::{native_architecture, Host};
 use crate::verify::evidence::{self, Source};
-use crate::verify::signature::TrustedCert;
+use crate::verify::x509::TrustedCert;
 use crate::verify::{self, certificates, Kind, Trust};
 
 pub struct Options {

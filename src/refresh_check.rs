@@ -17,7 +17,7 @@ use crate::handover::{self, State};
 use crate::pipeline;
 use crate::plan::{self, Hierarchy};
 use crate::sys::fs::open_dir_in_root;
-use crate::verify::signature::TrustedCert;
+use crate::verify::x509::TrustedCert;
 use crate::verify::{certificates, Kind, Trust};
 
 /// What systemd-sysext.service should do.

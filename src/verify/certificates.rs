@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{Mode, OFlags};
 
-use super::signature::{self, TrustedCert};
+use super::x509::{self, TrustedCert};
 use crate::sys::fs::{list_dir, open_in_root, read_limited};
 
 /// Trusted certificates: the initrd's directories, then the sysroot's `/usr/lib/verity.d`
@@ -29,7 +29,7 @@ pub fn load(initrd_dirs: &[String], root: BorrowedFd, sysroot: &str, notes: &mut
             let parsed = open_in_root(dirfd.as_fd(), &name, OFlags::RDONLY | OFlags::NONBLOCK)
                 .and_then(|f| read_limited(f, 1 << 20))
                 .map_err(|e| e.to_string())
-                .and_then(|bytes| signature::parse_certificates(&bytes, &path));
+                .and_then(|bytes| x509::parse_certificates(&bytes, &path));
             match parsed {
                 Ok(c) => certs.extend(c),
                 Err(e) => notes.push(format!("ignoring certificate {path}: {e}")),

@@ -10,8 +10,10 @@ use rustix::fs::{fstat, FileType, OFlags};
 use rustix::io::Errno;
 
 use super::gpt::{self, Role};
-use super::signature::{self, TrustedCert};
+use super::pkcs7;
+use super::signature;
 use super::verity::{self, Superblock, TopBlock};
+use super::x509::TrustedCert;
 use super::{hex, identify, Kind, Signature, Trust, HEAD_LEN};
 use crate::sys::fs::{describe_type, open_in_root, read_limited};
 
@@ -73,7 +75,7 @@ fn judge(der: &[u8], root_hash: &[u8], trusted: &[TrustedCert]) -> Signature {
     if trusted.is_empty() {
         return Signature::Unchecked;
     }
-    match signature::check(der, hex(root_hash).as_bytes(), trusted) {
+    match pkcs7::check(der, hex(root_hash).as_bytes(), trusted) {
         Ok(signer) => Signature::Valid { signer },
         Err(failure) => Signature::Invalid { reason: failure.to_string() },
     }
@@ -199,7 +201,7 @@ pub fn sidecars(root: BorrowedFd, path: &str, target: Option<&str>) -> Result<Si
             verity: open(".verity")?,
             roothash: read(open(".roothash")?, 1024)?,
             // One byte more than allowed, so that check() names an oversized file instead of a cut one.
-            signature: read(open(".roothash.p7s")?, signature::MAX_PKCS7)?,
+            signature: read(open(".roothash.p7s")?, pkcs7::MAX_PKCS7)?,
         };
         if found.verity.is_some() || found.roothash.is_some() || found.signature.is_some() {
             return Ok(found);

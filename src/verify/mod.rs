@@ -2,11 +2,34 @@
 //! system claims against the file we have, so a truncated download is named as such instead of
 //! failing somewhere inside the kernel.
 
+// Test fixtures first: the macro is then in scope in every module below.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    /// A file of tests/fixtures/signing, as bytes.
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing/", $name)).as_slice()
+        };
+    }
+    pub(crate) use fixture;
+
+    /// The root hash the fixture signatures were made over.
+    pub const ROOT: &[u8] = fixture!("roothash.txt");
+}
+
+// What protects an image: its evidence, and the formats it is written in.
+pub mod base64;
 pub mod certificates;
+pub mod der;
+pub mod dn;
 pub mod evidence;
 pub mod gpt;
+pub mod json;
+pub mod pem;
+pub mod pkcs7;
 pub mod signature;
 pub mod verity;
+pub mod x509;
 
 use std::fmt;
 
@@ -204,5 +227,11 @@ mod tests {
     #[test]
     fn absurd_fields_do_not_overflow() {
         assert!(identify(&erofs(u32::MAX, 255), 1 << 30).is_err());
+    }
+
+    #[test]
+    fn hex_both_ways() {
+        assert_eq!(hex(&[0, 0xab, 0xff]), "00abff");
+        assert_eq!(unhex("00aBfF").unwrap(), vec![0, 0xab, 0xff]);
     }
 }
