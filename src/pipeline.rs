@@ -152,9 +152,14 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
         !matches!(cmdline.selection, Selection::Disabled { .. }) && plan::already_merged(&hierarchies).is_none();
     let decided = open_images;
 
-    let trusted = certificates::load(&opts.cert_dirs, root.as_fd(), &opts.sysroot, &mut notes);
-    let policy = cmdline.policy.unwrap_or(plan::default_policy(trusted.len()));
-    log::info!(target: report::TARGET, "policy {}: {} trusted certificate(s)", policy.as_str(), trusted.len());
+    let certs = certificates::load(&opts.cert_dirs, root.as_fd(), &opts.sysroot, &mut notes);
+    let policy = cmdline.policy.unwrap_or(plan::default_policy(certs.any_installed()));
+    let unusable = match certs.unusable.len() {
+        0 => String::new(),
+        n => format!(", {n} unusable"),
+    };
+    log::info!(target: report::TARGET, "policy {}: {} trusted certificate(s){unusable}", policy.as_str(), certs.trusted.len());
+    let trusted = certs.trusted;
 
     let found = discover::discover(root.as_fd(), &mut notes);
     let kinds: Vec<_> =

@@ -145,9 +145,10 @@ pub fn already_merged(hierarchies: &[(Hierarchy, HierarchyState)]) -> Option<(Hi
     })
 }
 
-/// The default policy: strict as soon as there is something to check signatures against.
-pub fn default_policy(trusted_certificates: usize) -> Policy {
-    if trusted_certificates > 0 {
+/// The default policy: strict as soon as any certificate is installed, usable or not (fail
+/// closed: a certificate that cannot be read must not relax the policy).
+pub fn default_policy(certificates_installed: bool) -> Policy {
+    if certificates_installed {
         Policy::Signed
     } else {
         Policy::Any
@@ -163,7 +164,7 @@ pub fn admit(policy: Policy, trust: &Trust) -> Result<Option<String>, String> {
         (_, Some(_), Signature::Valid { .. }) => Ok(None),
         (Policy::Signed, _, Signature::Invalid { reason }) => Err(format!("{reason} (policy {p})")),
         (Policy::Signed, _, Signature::Unchecked) => {
-            Err(format!("unsigned: no trusted certificate is installed to check its signature (policy {p})"))
+            Err(format!("its signature cannot be checked: no usable trusted certificate is installed (policy {p})"))
         }
         (Policy::Signed, Some(_), _) => Err(format!("unsigned: it has dm-verity data but no signature (policy {p})")),
         (Policy::Signed, None, _) => Err(format!("unsigned: it has no dm-verity data and no signature (policy {p})")),
@@ -172,7 +173,7 @@ pub fn admit(policy: Policy, trust: &Trust) -> Result<Option<String>, String> {
             Ok(Some(format!("signature not accepted ({reason}); merged because the policy is {p}")))
         }
         (_, Some(_), Signature::Unchecked) => {
-            Ok(Some("signature not checked: no trusted certificate is installed".into()))
+            Ok(Some("signature not checked: no usable trusted certificate is installed".into()))
         }
         (Policy::Verity, Some(_), _) => Ok(None),
         (_, _, _) => Ok(Some(format!("not signed: merged because the policy is {p}"))),
@@ -491,7 +492,7 @@ mod tests {
             (Trust::none(), Err("unsigned: it has no dm-verity data and no signature (policy signed)")),
             (
                 trust(true, Signature::Unchecked),
-                Err("unsigned: no trusted certificate is installed to check its signature (policy signed)"),
+                Err("its signature cannot be checked: no usable trusted certificate is installed (policy signed)"),
             ),
         ];
         for (t, want) in cases {
@@ -511,10 +512,10 @@ mod tests {
         assert_eq!(admit(Policy::Any, &Trust::none()), Ok(Some("not signed: merged because the policy is any".into())));
         assert_eq!(
             admit(Policy::Any, &trust(true, Signature::Unchecked)),
-            Ok(Some("signature not checked: no trusted certificate is installed".into()))
+            Ok(Some("signature not checked: no usable trusted certificate is installed".into()))
         );
-        assert_eq!(default_policy(0), Policy::Any);
-        assert_eq!(default_policy(2), Policy::Signed);
+        assert_eq!(default_policy(false), Policy::Any);
+        assert_eq!(default_policy(true), Policy::Signed);
     }
 
     #[test]

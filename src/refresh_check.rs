@@ -48,7 +48,7 @@ fn admitted(root: &OwnedFd, f: &Found, policy: Policy, trusted: &[TrustedCert]) 
 fn refused(root: &OwnedFd, found: &[Found], state: &State, run: &str, root_path: &str) -> Vec<String> {
     let mut notes = Vec::new();
     let certs = format!("{}/verity.d", run.trim_end_matches('/'));
-    let trusted = certificates::load(&[certs], root.as_fd(), root_path, &mut notes);
+    let trusted = certificates::load(&[certs], root.as_fd(), root_path, &mut notes).trusted;
     // systemd applies an image policy to image files only, never to directories.
     let enforced = state.systemd.config_policy || state.systemd.policy_option;
     found

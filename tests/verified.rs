@@ -85,14 +85,18 @@ fn merge_then(s: &Scratch, after: &str) -> Output {
 /// How far a DDI that passed every check gets on this machine: merged where device-mapper
 /// exists, else refused at dm-verity set-up, which proves it passed the checks before.
 fn assert_reaches_dm_verity(out: &Output, name: &str) {
+    assert_reaches_dm_verity_signed_by(out, name, "CN=podman");
+}
+
+fn assert_reaches_dm_verity_signed_by(out: &Output, name: &str, signer: &str) {
     if Path::new("/dev/mapper/control").exists() {
         assert_merge(out, name);
     } else {
         let line = plan_line(out, name);
-        assert!(
-            line.contains("skip: cannot be mounted after passing its checks (dm-verity, signed by CN=podman): opening /dev/mapper/control"),
-            "{line}"
+        let want = format!(
+            "skip: cannot be mounted after passing its checks (dm-verity, signed by {signer}): opening /dev/mapper/control"
         );
+        assert!(line.contains(&want), "{line}");
     }
 }
 
@@ -200,17 +204,70 @@ fn the_policy_follows_the_certificates_and_the_command_line() {
     assert!(typo.stdout.contains("note: ignoring rd.sysext.policy=signd"), "{}", typo.all());
 }
 
+/// Fail closed: a `*.crt` that trusts nothing still makes the default policy `signed`, and the
+/// log names the file and why it is unusable.
 #[test]
-fn a_certificate_that_cannot_be_read_is_named_and_ignored() {
+fn an_unusable_certificate_keeps_the_default_policy_signed() {
     let s = Scratch::new();
-    fs::create_dir_all(s.dir.join("certs")).unwrap();
-    fs::write(s.dir.join("certs/broken.crt"), "-----BEGIN CERTIFICATE-----\nnope\n").unwrap();
     s.image("plain", GOOD);
+    let (cert, _) = keypair(&s, "podman");
+    let pem = fs::read_to_string(&cert).unwrap();
+    let der = Command::new("openssl").args(["x509", "-outform", "DER", "-in"]).arg(&cert).output().unwrap().stdout;
+    let half: String = pem.lines().take(pem.lines().count() / 2).map(|l| format!("{l}\n")).collect();
+    let oversized = fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing/oversized-rsa.crt")).unwrap();
+    let certs = s.dir.join("certs");
+    type Make<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, Make, &str); 5] = [
+        ("dangling.crt", &|p| std::os::unix::fs::symlink("/nonexistent/key.crt", p).unwrap(), "dangling symlink"),
+        ("truncated.crt", &|p| fs::write(p, &half).unwrap(), "has no END line"),
+        ("trailing.crt", &|p| fs::write(p, [der.as_slice(), b"junk"].concat()).unwrap(), "data follows it"),
+        (
+            "oversized.crt",
+            &|p| fs::write(p, &oversized).unwrap(),
+            "RSA key of CN=initrd-sysext oversized key is unusable",
+        ),
+        ("directory.crt", &|p| fs::create_dir(p).unwrap(), "is a directory, not a regular file"),
+    ];
+    for (name, make, reason) in cases {
+        if certs.exists() {
+            fs::remove_dir_all(&certs).unwrap();
+        }
+        fs::create_dir_all(&certs).unwrap();
+        make(&certs.join(name));
+        let out = plan(&s);
+        assert!(out.stderr.contains("policy signed: 0 trusted certificate(s), 1 unusable"), "{name}: {}", out.all());
+        let note = format!("note: certificate {}/{name} is unusable and trusts nothing: ", certs.display());
+        let line = out.stdout.lines().find(|l| l.starts_with(&note)).unwrap_or_else(|| panic!("{name}: {}", out.all()));
+        assert!(line.contains(reason), "{name}: {line}");
+        assert_skip(&out, "plain", "unsigned: it has no dm-verity data and no signature (policy signed)");
+    }
+}
+
+/// A key the sysroot's /usr ships is revoked by a mask of the same name in the initrd, as
+/// systemd's verity.d directories are masked: a symlink to /dev/null or an empty file.
+#[test]
+fn a_mask_in_the_initrd_revokes_a_key_of_the_sysroot() {
+    let s = Scratch::new();
+    let vendor = keypair(&s, "vendor");
+    fs::create_dir_all(s.path("usr/lib/verity.d")).unwrap();
+    fs::copy(&vendor.0, s.path("usr/lib/verity.d/vendor.crt")).unwrap();
+    ddi(&s, "signed", Some(&vendor), &[]);
+    fs::create_dir_all(s.dir.join("certs")).unwrap();
     let out = plan(&s);
-    assert!(
-        out.stdout.contains(&format!("note: ignoring certificate {}/certs/broken.crt", s.dir.display())),
-        "{}",
-        out.all()
-    );
-    assert_merge(&out, "plain");
+    assert_reaches_dm_verity_signed_by(&out, "signed", "CN=vendor");
+    assert!(out.stderr.contains("policy signed: 1 trusted certificate(s)"), "{}", out.all());
+    for mask in ["symlink", "empty"] {
+        let m = s.dir.join("certs/vendor.crt");
+        if m.symlink_metadata().is_ok() {
+            fs::remove_file(&m).unwrap();
+        }
+        match mask {
+            "symlink" => std::os::unix::fs::symlink("/dev/null", &m).unwrap(),
+            _ => fs::write(&m, "").unwrap(),
+        }
+        let out = plan(&s);
+        assert!(out.stderr.contains("policy signed: 0 trusted certificate(s), 1 unusable"), "{mask}: {}", out.all());
+        assert!(out.stdout.contains(&format!("note: certificate {} is masked", m.display())), "{mask}: {}", out.all());
+        assert_skip(&out, "signed", "its signature cannot be checked: no usable trusted certificate is installed");
+    }
 }

@@ -96,7 +96,7 @@ impl TrustedCert {
     pub fn new(cert: &Cert<'_>, source: &str) -> Result<TrustedCert, String> {
         let subject = dn::text(cert.subject);
         let key = if cert.key_alg == OID_RSA {
-            let unreadable = |e: String| format!("{source}: the RSA key of {subject} is unreadable: {e}");
+            let unreadable = |e: String| format!("the RSA key of {subject} is unreadable: {e}");
             let mut k = Der::new(Der::new(cert.key).expect(SEQUENCE, "the RSA key").map_err(unreadable)?);
             let n = k.expect(INTEGER, "the modulus").map_err(unreadable)?;
             let e = k.expect(INTEGER, "the exponent").map_err(unreadable)?;
@@ -104,13 +104,13 @@ impl TrustedCert {
             // 8192 bits: larger than anyone signs with, small enough to verify fast.
             Key::Rsa(
                 rsa::RsaPublicKey::new_with_max_size(n, e, 8192)
-                    .map_err(|e| format!("{source}: the RSA key of {subject} is unusable: {e}"))?,
+                    .map_err(|e| format!("the RSA key of {subject} is unusable: {e}"))?,
             )
         } else if cert.key_alg == OID_EC_KEY {
             match cert.key_params.filter(|p| p.tag == OID).map(|p| p.body) {
                 Some(OID_P256) => Key::P256(
                     p256::ecdsa::VerifyingKey::from_sec1_bytes(cert.key)
-                        .map_err(|_| format!("{source}: the P-256 key of {subject} is not a valid curve point"))?,
+                        .map_err(|_| format!("the P-256 key of {subject} is not a valid curve point"))?,
                 ),
                 Some(curve) => Key::Unsupported(format!("an elliptic curve key on curve {}", oid_name(curve))),
                 None => Key::Unsupported("an elliptic curve key on an unnamed curve".into()),
@@ -140,42 +140,43 @@ impl TrustedCert {
 }
 
 /// Certificates from a file: PEM (every CERTIFICATE block in it) or a single DER certificate.
-/// `source` is a path for messages.
+/// `source` is a path, kept in each certificate for messages; errors do not repeat it. One bad
+/// block makes the whole file unusable: a file cut short must not pass as its first half.
 pub fn parse_certificates(bytes: &[u8], source: &str) -> Result<Vec<TrustedCert>, String> {
     if bytes.len() > MAX_FILE {
-        return Err(format!("{source}: {} bytes is too large for a certificate file", bytes.len()));
+        return Err(format!("it is {} bytes, more than the {MAX_FILE} a certificate file may have", bytes.len()));
     }
     if bytes.first() == Some(&SEQUENCE) {
         let cert = match read_cert(bytes) {
             Ok((cert, [])) => cert,
-            Ok(_) => return Err(format!("{source}: not a DER X.509 certificate: data follows it")),
-            Err(e) => return Err(format!("{source}: not a DER X.509 certificate: {e}")),
+            Ok(_) => return Err("not a DER X.509 certificate: data follows it".into()),
+            Err(e) => return Err(format!("not a DER X.509 certificate: {e}")),
         };
         return Ok(vec![TrustedCert::new(&cert, source)?]);
     }
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
-        Err(e) => return Err(format!("{source}: neither PEM nor DER (not text at byte {})", e.valid_up_to())),
+        Err(e) => return Err(format!("neither PEM nor DER (not text at byte {})", e.valid_up_to())),
     };
     let mut certs = Vec::new();
-    for block in pem::blocks(text).map_err(|e| format!("{source}: {e}"))? {
+    for block in pem::blocks(text)? {
         // OpenSSL reads these three labels as certificates; a file may also hold keys, skip those.
         if !matches!(block.label, "CERTIFICATE" | "X509 CERTIFICATE" | "TRUSTED CERTIFICATE") {
             continue;
         }
         let index = certs.len() + 1;
-        let der = block.decode().map_err(|e| format!("{source}: certificate {index}: base64 {e}"))?;
+        let der = block.decode().map_err(|e| format!("certificate {index}: base64 {e}"))?;
         // A TRUSTED CERTIFICATE is the certificate followed by OpenSSL trust settings.
         let cert = match read_cert(&der) {
             Ok((cert, [])) => cert,
             Ok((cert, _)) if block.label == "TRUSTED CERTIFICATE" => cert,
-            Ok(_) => return Err(format!("{source}: certificate {index} is not valid X.509: data follows it")),
-            Err(e) => return Err(format!("{source}: certificate {index} is not valid X.509: {e}")),
+            Ok(_) => return Err(format!("certificate {index} is not valid X.509: data follows it")),
+            Err(e) => return Err(format!("certificate {index} is not valid X.509: {e}")),
         };
         certs.push(TrustedCert::new(&cert, source)?);
     }
     if certs.is_empty() {
-        return Err(format!("{source}: holds no certificate (expected PEM \"BEGIN CERTIFICATE\" or DER)"));
+        return Err("it holds no certificate (expected PEM \"BEGIN CERTIFICATE\" or DER)".into());
     }
     Ok(certs)
 }
@@ -220,12 +221,18 @@ pub(crate) mod tests {
     #[test]
     fn certificate_garbage_is_named() {
         let e = parse_certificates(b"hello\n", "/etc/verity.d/x.crt").unwrap_err();
-        assert!(e.starts_with("/etc/verity.d/x.crt: holds no certificate"), "{e}");
+        assert!(e.starts_with("it holds no certificate"), "{e}");
         let e =
             parse_certificates(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", "a.crt").unwrap_err();
-        assert!(e.starts_with("a.crt: certificate 1 is not valid X.509"), "{e}");
+        assert!(e.starts_with("certificate 1 is not valid X.509"), "{e}");
         let e = parse_certificates(b"-----BEGIN CERTIFICATE-----\nMIIB\n", "b.crt").unwrap_err();
         assert!(e.contains("has no END line"), "{e}");
-        assert!(parse_certificates(&[0x30, 0x82, 0xff], "c.der").unwrap_err().starts_with("c.der: not a DER X.509"));
+        assert!(parse_certificates(&[0x30, 0x82, 0xff], "c.der").unwrap_err().starts_with("not a DER X.509"));
+        // A whole DER certificate with bytes after it: the file is not what it claims to be.
+        let pem = std::str::from_utf8(fixture!("trusted-ec.crt")).unwrap();
+        let mut der = pem::blocks(pem).unwrap()[0].decode().unwrap();
+        der.extend_from_slice(b"junk");
+        let e = parse_certificates(&der, "d.der").unwrap_err();
+        assert_eq!(e, "not a DER X.509 certificate: data follows it");
     }
 }
