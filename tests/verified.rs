@@ -271,3 +271,51 @@ fn a_mask_in_the_initrd_revokes_a_key_of_the_sysroot() {
         assert_skip(&out, "signed", "its signature cannot be checked: no usable trusted certificate is installed");
     }
 }
+
+/// The dracut module takes the build system's /etc/verity.d and /usr/lib/verity.d into the
+/// initrd as they are: certificates, masks and broken entries, so that at boot a mask there
+/// revokes a key of the same name, also one the sysroot's /usr ships, and a broken entry fails
+/// closed. (dracut's inst_simple is stood in for by `install`.)
+#[test]
+fn the_dracut_module_takes_certificates_and_masks_into_the_initrd() {
+    let s = Scratch::new();
+    let (host, initrd) = (s.dir.join("host"), s.dir.join("initrd"));
+    let vendor = keypair(&s, "vendor");
+    for d in ["etc/verity.d", "usr/lib/verity.d"] {
+        fs::create_dir_all(host.join(d)).unwrap();
+    }
+    fs::copy(&vendor.0, host.join("usr/lib/verity.d/vendor.crt")).unwrap();
+    fs::copy(&keypair(&s, "local").0, host.join("etc/verity.d/local.crt")).unwrap();
+    std::os::unix::fs::symlink("/dev/null", host.join("etc/verity.d/vendor.crt")).unwrap();
+    std::os::unix::fs::symlink("/gone.crt", host.join("etc/verity.d/gone.crt")).unwrap();
+    let module = concat!(env!("CARGO_MANIFEST_DIR"), "/dracut/90initrd-sysext/module-setup.sh");
+    let script = r#"set -euo pipefail
+        inst_simple() { command install -D -m 0644 "$dracutsysrootdir$1" "$initdir$1"; }
+        dwarn() { echo "dwarn: $*" >&2; }
+        . "$0"
+        install_certificates"#;
+    let out = Command::new("bash")
+        .args(["-c", script, module])
+        .env("dracutsysrootdir", &host)
+        .env("initdir", &initrd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gone.crt is a dangling symlink"));
+    assert_eq!(fs::read_link(initrd.join("etc/verity.d/vendor.crt")).unwrap(), Path::new("/dev/null"));
+    assert_eq!(fs::read_link(initrd.join("etc/verity.d/gone.crt")).unwrap(), Path::new("/gone.crt"));
+    assert_eq!(fs::read(initrd.join("usr/lib/verity.d/vendor.crt")).unwrap(), fs::read(&vendor.0).unwrap());
+    // At boot, with the initrd's directories: the local key is trusted, the vendor key is masked
+    // (in the initrd's copy and in the sysroot's /usr alike), the dangling entry is named.
+    fs::create_dir_all(s.path("usr/lib/verity.d")).unwrap();
+    fs::copy(&vendor.0, s.path("usr/lib/verity.d/vendor.crt")).unwrap();
+    ddi(&s, "by-vendor", Some(&vendor), &[]);
+    let dirs = format!("{0}/etc/verity.d:{0}/usr/lib/verity.d", initrd.display());
+    let out = s.sh(&format!("\"$B\" plan --sysroot \"$S\" --cmdline \"$C\" --certs {dirs}"));
+    assert!(out.stderr.contains("policy signed: 1 trusted certificate(s), 2 unusable"), "{}", out.all());
+    assert!(out.stdout.contains("etc/verity.d/vendor.crt is masked (a symlink to /dev/null)"), "{}", out.all());
+    assert!(out
+        .stdout
+        .contains("etc/verity.d/gone.crt is unusable and trusts nothing: it is a dangling symlink to /gone.crt"));
+    assert_skip(&out, "by-vendor", "unknown signer: the signature was made by CN=vendor");
+}

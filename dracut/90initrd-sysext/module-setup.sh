@@ -38,14 +38,34 @@ install() {
     inst_simple "$moddir/initrd-sysext.service" \
         "$systemdsystemunitdir/initrd-sysext.service"
     inst_simple "$moddir/modules-load.conf" /usr/lib/modules-load.d/initrd-sysext.conf
-    # Certificates that verity root hash signatures are checked against, at
-    # the paths the activator reads in the initrd. With one present, its
-    # default policy is to merge signed images only.
-    local crt
-    for crt in "$dracutsysrootdir"/etc/verity.d/*.crt "$dracutsysrootdir"/usr/lib/verity.d/*.crt; do
-        [[ -f $crt ]] && inst_simple "${crt#"$dracutsysrootdir"}"
-    done
+    install_certificates
     $SYSTEMCTL -q --root "$initdir" enable initrd-sysext.service
     # We are the merger in this initrd: keep upstream's from merging again.
     $SYSTEMCTL -q --root "$initdir" mask systemd-sysext-sysroot.service
+}
+
+# The certificates verity root hash signatures are checked against: this
+# system's /etc/verity.d and /usr/lib/verity.d, taken now, by root, at the same
+# paths in the initrd, where they are trusted as much as the initrd itself. At
+# boot the activator reads these and the sysroot's /usr/lib/verity.d, never its
+# /etc/verity.d. Masks (a symlink to /dev/null, an empty file) are copied
+# too: they revoke a key of that name in a later directory, the sysroot's
+# /usr/lib/verity.d included. A broken entry is copied as it is, so the
+# initrd fails closed on it (policy signed, the entry named in the log).
+install_certificates() {
+    local crt rel
+    for crt in "$dracutsysrootdir"/etc/verity.d/*.crt "$dracutsysrootdir"/usr/lib/verity.d/*.crt; do
+        [[ -e $crt || -L $crt ]] || continue
+        rel=${crt#"$dracutsysrootdir"}
+        if [[ -L $crt && ( $(readlink "$crt") == /dev/null || ! -e $crt ) ]]; then
+            [[ -e $crt ]] || dwarn "initrd-sysext: $crt is a dangling symlink; the initrd will trust nothing by it"
+            mkdir -p "$initdir${rel%/*}"
+            ln -sfn "$(readlink "$crt")" "$initdir$rel"
+        elif [[ -f $crt ]]; then
+            inst_simple "$rel"
+        else
+            dwarn "initrd-sysext: $crt is not a regular file; the initrd will trust nothing by it"
+            mkdir -p "$initdir$rel"
+        fi
+    done
 }
