@@ -45,9 +45,12 @@ fn trust(s: &Scratch, cert: &Path) {
 
 /// A DDI of the usual tree for `name` in /var/lib/extensions; see ddi.sh for the knobs.
 fn ddi(s: &Scratch, name: &str, signer: Option<&(PathBuf, PathBuf)>, knobs: &[(&str, &str)]) {
-    let tree = s.ext_tree(name, GOOD);
+    ddi_of(s, name, &s.ext_tree(name, GOOD), signer, knobs);
+}
+
+fn ddi_of(s: &Scratch, name: &str, tree: &Path, signer: Option<&(PathBuf, PathBuf)>, knobs: &[(&str, &str)]) {
     let mut cmd = Command::new("bash");
-    cmd.arg(DDI).arg(&tree).arg(s.path(&format!("var/lib/extensions/{name}.raw")));
+    cmd.arg(DDI).arg(tree).arg(s.path(&format!("var/lib/extensions/{name}.raw")));
     if let Some((cert, key)) = signer {
         cmd.arg(cert).arg(key);
     }
@@ -318,4 +321,43 @@ fn the_dracut_module_takes_certificates_and_masks_into_the_initrd() {
         .stdout
         .contains("etc/verity.d/gone.crt is unusable and trusts nothing: it is a dangling symlink to /gone.crt"));
     assert_skip(&out, "by-vendor", "unknown signer: the signature was made by CN=vendor");
+}
+
+/// The hash tree must cover every byte of the data: a tree over part of it would pass and
+/// the rest would fail with EIO after the merge.
+#[test]
+fn a_hash_tree_over_part_of_the_data_is_refused() {
+    let s = Scratch::new();
+    let podman = keypair(&s, "podman");
+    trust(&s, &podman.0);
+    ddi(&s, "whole", Some(&podman), &[]);
+    // Four blocks of data at least (erofs keeps a file of random bytes uncompressed).
+    let random: String = (0..12288).map(|i| char::from(b'a' + (i * 7919 % 26) as u8)).collect();
+    let release = "usr/lib/extension-release.d/extension-release.partial";
+    let tree = s.tree("partial", &[(release, GOOD), ("usr/bin/partial", random.as_str())]);
+    ddi_of(&s, "partial", &tree, Some(&podman), &[("DATA_BLOCKS", "2")]);
+    let out = plan(&s);
+    assert_reaches_dm_verity(&out, "whole");
+    let line = plan_line(&out, "partial");
+    assert!(line.contains("skip: has a hash tree that covers only 8192 of the "), "{line}");
+    assert!(line.contains(" bytes of its data partition (2 blocks of 4096 bytes)"), "{line}");
+}
+
+/// sha256 and sha512, what the kernel and systemd use, are checked alike (root hash length,
+/// tree size, the top block); any other algorithm is refused by name.
+#[test]
+fn verity_hash_algorithms_are_allow_listed_and_checked_alike() {
+    let s = Scratch::new();
+    let podman = keypair(&s, "podman");
+    trust(&s, &podman.0);
+    let other = "ab".repeat(64);
+    ddi(&s, "sha512", Some(&podman), &[("HASH", "sha512")]);
+    ddi(&s, "sha512-claimed", Some(&podman), &[("HASH", "sha512"), ("SIGN", &other), ("JSON_HASH", &other)]);
+    ddi(&s, "sha512-unsigned", None, &[("HASH", "sha512")]);
+    ddi(&s, "sha1", Some(&podman), &[("HASH", "sha1")]);
+    let out = plan(&s);
+    assert_reaches_dm_verity(&out, "sha512");
+    assert_skip(&out, "sha512-claimed", "root hash does not match: the signature partition gives abab");
+    assert_skip(&out, "sha512-unsigned", "the partition UUIDs give a 32-byte root hash, but sha512 needs 64 bytes");
+    assert_skip(&out, "sha1", "has a verity superblock with the hash algorithm sha1, which is not accepted");
 }

@@ -53,13 +53,12 @@ fn read_at(fd: BorrowedFd, offset: u64, len: usize) -> Result<Vec<u8>, String> {
     let mut buf = vec![0u8; len];
     let mut done = 0;
     while done < len {
-        match rustix::io::pread(fd, &mut buf[done..], offset + done as u64) {
-            Ok(0) => {
-                return Err(format!("is shorter than expected (nothing to read at byte {})", offset + done as u64))
-            }
+        let at = checked(offset, done as u64)?;
+        match rustix::io::pread(fd, &mut buf[done..], at) {
+            Ok(0) => return Err(format!("is shorter than expected (nothing to read at byte {at})")),
             Ok(n) => done += n,
             Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(format!("cannot be read at byte {offset}: {}", std::io::Error::from(e))),
+            Err(e) => return Err(format!("cannot be read at byte {at}: {}", std::io::Error::from(e))),
         }
     }
     Ok(buf)
@@ -81,31 +80,63 @@ fn judge(der: &[u8], root_hash: &[u8], trusted: &[TrustedCert]) -> Signature {
     }
 }
 
-/// The superblock of a hash region, checked against the data it covers and the root hash.
-fn verity_data(hash: Region, data: &Region, root_hash: Vec<u8>, what: &str) -> Result<VerityData, String> {
+/// "the partition UUIDs give", "the .roothash file gives".
+fn gives(what: &str) -> String {
+    if what.ends_with('s') {
+        format!("{what} give")
+    } else {
+        format!("{what} gives")
+    }
+}
+
+/// `base + offset`, for offsets an image supplies.
+fn checked(base: u64, offset: u64) -> Result<u64, String> {
+    base.checked_add(offset).ok_or_else(|| format!("has an offset beyond any file ({base} + {offset})"))
+}
+
+/// The superblock of a hash region, checked against the data it covers and the root hash. `what`
+/// says where the root hash came from; `data_what` names the data (partition or file).
+fn verity_data(
+    hash: Region,
+    data: &Region,
+    root_hash: Vec<u8>,
+    what: &str,
+    data_what: &str,
+) -> Result<VerityData, String> {
     let data_size = data.size;
     let sb = verity::parse_superblock(&read_at(hash.fd.as_fd(), hash.offset, verity::SUPERBLOCK_LEN)?)?;
-    if sb.data_bytes().map_or(true, |n| n > data_size) {
-        return Err(format!(
-            "has a verity superblock for {} blocks of {} bytes, more than the {data_size} bytes of data",
-            sb.data_blocks, sb.data_block_size
-        ));
+    let (blocks, block) = (sb.data_blocks, sb.data_block_size);
+    // The device is sized from the superblock: any data beyond what the tree covers could not
+    // be read, and a tree larger than the data cannot be right.
+    match sb.data_bytes() {
+        Some(n) if n == data_size => {}
+        Some(n) if n < data_size => {
+            return Err(format!(
+                "has a hash tree that covers only {n} of the {data_size} bytes of its {data_what} \
+                 ({blocks} blocks of {block} bytes); the rest could not be read"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "has a verity superblock for {blocks} blocks of {block} bytes, more than the {data_size} bytes of its {data_what}"
+            ))
+        }
     }
-    if let Some(len) = verity::digest_len(&sb.algorithm) {
-        if root_hash.len() != len {
-            return Err(format!("has a {}-byte root hash for {}, which needs {len}", root_hash.len(), sb.algorithm));
-        }
-        if sb.hash_bytes(len).map_or(true, |n| n > hash.size) {
-            return Err(format!("has a hash tree that does not fit in its {} bytes", hash.size));
-        }
+    let (alg, len) = (sb.algorithm.name(), sb.algorithm.digest_len());
+    if root_hash.len() != len {
+        return Err(format!("{} a {}-byte root hash, but {alg} needs {len} bytes", gives(what), root_hash.len()));
+    }
+    if sb.hash_bytes().map_or(true, |n| n > hash.size) {
+        return Err(format!("has a hash tree that does not fit in its {} bytes", hash.size));
     }
     let top = match sb.top_block() {
-        TopBlock::Hash { offset, len } => read_at(hash.fd.as_fd(), hash.offset + offset, len)?,
+        TopBlock::Hash { offset, len } => read_at(hash.fd.as_fd(), checked(hash.offset, offset)?, len)?,
         TopBlock::Data { len } => read_at(data.fd.as_fd(), data.offset, len)?,
     };
-    if sb.root_hash_matches(&top, &root_hash) == Some(false) {
+    if !sb.root_hash_matches(&top, &root_hash) {
         return Err(format!(
-            "root hash does not match: {what} gives {}, which is not the root of the hash tree",
+            "root hash does not match: {} {}, which is not the root of the hash tree",
+            gives(what),
             hex(&root_hash)
         ));
     }
@@ -141,7 +172,7 @@ fn examine_ddi(fd: &OwnedFd, size: u64, trusted: &[TrustedCert]) -> Result<(Trus
         // Without a signature, the partition UUIDs carry the root hash (its two halves).
         None => ([layout.data.uuid, v.uuid].concat(), Signature::Absent, "the partition UUIDs"),
     };
-    let verity = verity_data(hash, &data, root_hash, what)?;
+    let verity = verity_data(hash, &data, root_hash, what, "data partition")?;
     let trust = Trust { root_hash: Some(hex(&verity.root_hash)), signature: sig };
     Ok((trust, Source { data, fs, role: layout.role, verity: Some(verity) }))
 }
@@ -169,7 +200,8 @@ fn examine_plain(
         Some(der) => judge(der, &root_hash, trusted),
         None => Signature::Absent,
     };
-    let verity = verity_data(Region { fd: hash.0, offset: 0, size: hash.1 }, &data, root_hash, "the .roothash file")?;
+    let hash = Region { fd: hash.0, offset: 0, size: hash.1 };
+    let verity = verity_data(hash, &data, root_hash, "the .roothash file", "image file")?;
     let trust = Trust { root_hash: Some(hex(&verity.root_hash)), signature: sig };
     Ok((trust, Source { data, fs, role: Role::Root, verity: Some(verity) }))
 }

@@ -4,11 +4,44 @@
 //! superblock is sane and that the root hash we were given really is the hash of the tree's top
 //! block, so a mismatch is a clear refusal instead of an I/O error at mount time.
 
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
 use super::{hex, unhex};
 
 pub const SUPERBLOCK_LEN: usize = 512;
+
+/// The hash algorithms we accept: those systemd-repart and veritysetup write and the kernel
+/// checks with. Each gets every pre-check; anything else is refused by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Sha256,
+    Sha512,
+}
+
+impl Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+
+    /// The length of a digest, and so of the root hash.
+    pub fn digest_len(self) -> usize {
+        match self {
+            Algorithm::Sha256 => 32,
+            Algorithm::Sha512 => 64,
+        }
+    }
+
+    /// A block's hash in a format 1 tree: the salt first, then the block.
+    fn hash(self, salt: &[u8], block: &[u8]) -> Vec<u8> {
+        match self {
+            Algorithm::Sha256 => Sha256::new().chain_update(salt).chain_update(block).finalize().to_vec(),
+            Algorithm::Sha512 => Sha512::new().chain_update(salt).chain_update(block).finalize().to_vec(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopBlock {
@@ -21,7 +54,7 @@ pub enum TopBlock {
 /// What the kernel's verity target needs besides the two devices and the root hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Superblock {
-    pub algorithm: String,
+    pub algorithm: Algorithm,
     pub data_block_size: u32,
     pub hash_block_size: u32,
     pub data_blocks: u64,
@@ -46,11 +79,18 @@ pub fn parse_superblock(b: &[u8]) -> Result<Superblock, String> {
         ));
     }
     let alg_raw = &b[32..64];
-    let algorithm =
-        String::from_utf8_lossy(&alg_raw[..alg_raw.iter().position(|c| *c == 0).unwrap_or(32)]).into_owned();
-    if algorithm.is_empty() || !algorithm.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(format!("has a verity superblock with an invalid hash algorithm {algorithm:?}"));
-    }
+    let name = &alg_raw[..alg_raw.iter().position(|c| *c == 0).unwrap_or(32)];
+    let algorithm = match name {
+        b"sha256" => Algorithm::Sha256,
+        b"sha512" => Algorithm::Sha512,
+        _ if !name.is_empty() && name.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-') => {
+            return Err(format!(
+                "has a verity superblock with the hash algorithm {}, which is not accepted (sha256 and sha512 are)",
+                name.escape_ascii()
+            ))
+        }
+        _ => return Err(format!("has a verity superblock with an invalid hash algorithm \"{}\"", name.escape_ascii())),
+    };
     let (data_block_size, hash_block_size) = (u32_at(64), u32_at(68));
     if !block_size_ok(data_block_size) || !block_size_ok(hash_block_size) {
         return Err(format!(
@@ -78,14 +118,16 @@ impl Superblock {
 
     /// Bytes the hash device needs: the superblock block plus every level of the tree. A single
     /// data block has no tree: the root hash is that block's hash.
-    pub fn hash_bytes(&self, digest_len: usize) -> Option<u64> {
-        let per_block = (self.hash_block_size as u64 / digest_len.next_power_of_two() as u64).max(2);
+    pub fn hash_bytes(&self) -> Option<u64> {
+        // As the kernel: a power of two of digests per block, at least two.
+        let digest = self.algorithm.digest_len().next_power_of_two() as u64;
+        let per_block = (self.hash_block_size as u64 / digest).max(2);
         let (mut level, mut blocks) = (self.data_blocks, 0u64);
         while level > 1 {
             level = level.div_ceil(per_block);
             blocks = blocks.checked_add(level)?;
         }
-        (blocks + self.hash_start_block()).checked_mul(self.hash_block_size as u64)
+        blocks.checked_add(self.hash_start_block())?.checked_mul(self.hash_block_size as u64)
     }
 
     /// The kernel table line for the verity target (format 1).
@@ -97,7 +139,7 @@ impl Superblock {
             self.hash_block_size,
             self.data_blocks,
             self.hash_start_block(),
-            self.algorithm,
+            self.algorithm.name(),
             hex(root_hash)
         )
     }
@@ -115,16 +157,9 @@ impl Superblock {
         }
     }
 
-    /// Check `root_hash` against the tree's top block. `None` when we cannot compute it here
-    /// (an algorithm other than sha256); the kernel still checks every read.
-    pub fn root_hash_matches(&self, top_block: &[u8], root_hash: &[u8]) -> Option<bool> {
-        if self.algorithm != "sha256" {
-            return None;
-        }
-        let mut h = Sha256::new();
-        h.update(&self.salt);
-        h.update(top_block);
-        Some(h.finalize()[..] == *root_hash)
+    /// Whether `root_hash` is the hash of the tree's top block.
+    pub fn root_hash_matches(&self, top_block: &[u8], root_hash: &[u8]) -> bool {
+        self.algorithm.hash(&self.salt, top_block) == root_hash
     }
 }
 
@@ -135,16 +170,6 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
         return Err(format!("is not a root hash: {} characters", t.len()));
     }
     unhex(t).map_err(|e| format!("is not a hex root hash: {e}"))
-}
-
-/// The digest length of the algorithms we know; the root hash must have it.
-pub fn digest_len(algorithm: &str) -> Option<usize> {
-    match algorithm {
-        "sha1" => Some(20),
-        "sha256" => Some(32),
-        "sha512" => Some(64),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -170,10 +195,10 @@ pub(crate) mod tests {
         let sb = parse_superblock(&superblock(244, &[0xab, 0xcd])).unwrap();
         assert_eq!(sb.data_bytes(), Some(244 * 4096));
         // 244 digests fit in 2 blocks, those in 1: three blocks after the superblock.
-        assert_eq!(sb.hash_bytes(32), Some(4 * 4096));
+        assert_eq!(sb.hash_bytes(), Some(4 * 4096));
         assert_eq!(sb.table("7:1", "7:2", &[0x12, 0x34]), "1 7:1 7:2 4096 4096 244 1 sha256 1234 abcd");
         let unsalted = parse_superblock(&superblock(1, &[])).unwrap();
-        assert_eq!(unsalted.hash_bytes(32), Some(4096));
+        assert_eq!(unsalted.hash_bytes(), Some(4096));
         assert_eq!(unsalted.top_block(), TopBlock::Data { len: 4096 });
         assert_eq!(sb.top_block(), TopBlock::Hash { offset: 4096, len: 4096 });
         assert!(unsalted.table("a", "b", &[1]).ends_with(" 01 -"));
@@ -202,8 +227,35 @@ pub(crate) mod tests {
         h.update(b"salt");
         h.update(&block);
         let good = h.finalize()[..].to_vec();
-        assert_eq!(sb.root_hash_matches(&block, &good), Some(true));
-        assert_eq!(sb.root_hash_matches(&block[..4095], &good), Some(false));
+        assert!(sb.root_hash_matches(&block, &good));
+        assert!(!sb.root_hash_matches(&block[..4095], &good));
+    }
+
+    #[test]
+    fn sha512_is_checked_like_sha256_and_others_are_refused_by_name() {
+        let mut b = superblock(244, b"salt");
+        b[32..38].copy_from_slice(b"sha512");
+        let sb = parse_superblock(&b).unwrap();
+        assert_eq!(sb.algorithm, Algorithm::Sha512);
+        // 64 digests of 64 bytes per block: 244 take 4 blocks, those 1; five after the superblock.
+        assert_eq!(sb.hash_bytes(), Some(6 * 4096));
+        let block = vec![7u8; 4096];
+        let good = Sha512::new().chain_update(b"salt").chain_update(&block).finalize().to_vec();
+        assert!(sb.root_hash_matches(&block, &good));
+        assert!(!sb.root_hash_matches(&block, &good[..32]));
+        assert!(sb.table("a", "b", &good).contains(" sha512 "));
+        for (name, want) in [
+            (&b"sha1"[..], "the hash algorithm sha1, which is not accepted (sha256 and sha512 are)"),
+            (b"md5", "the hash algorithm md5, which is not accepted"),
+            (b"", "an invalid hash algorithm \"\""),
+            (b"sha\n256", "an invalid hash algorithm \"sha\\n256\""),
+        ] {
+            let mut b = superblock(1, &[]);
+            b[32..64].fill(0);
+            b[32..32 + name.len()].copy_from_slice(name);
+            let e = parse_superblock(&b).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

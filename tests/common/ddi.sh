@@ -10,6 +10,9 @@
 #   JSON=FILE       the signature partition's content, as is
 #   DATA_COPIES=2   two data partitions
 #   BAD_SUPERBLOCK=1  overwrite the verity superblock's magic
+#   HASH=sha512     the verity hash algorithm (default sha256)
+#   DATA_BLOCKS=N   a hash tree over the first N data blocks only
+#   SIG_SIZE=N      the signature partition's size (default 4096)
 # Also writes OUT.roothash and, with VERITY, the sidecar-style OUT.hash.
 set -euo pipefail
 tree=$1 out=$2 cert=${3:-} key=${4:-}
@@ -25,7 +28,9 @@ usr) t_data=8484680c-9521-48c6-9c11-b0720656f69e t_hash=77ff5f63-e7b6-4633-acf4-
 esac
 
 mkfs.erofs --quiet -x1 "$work/data" "$src" >/dev/null
-roothash=$(veritysetup format "$work/data" "$work/hash" | sed -n 's/^Root hash:[[:space:]]*//p')
+vopts=(--hash="${HASH:-sha256}")
+[[ -z ${DATA_BLOCKS:-} ]] || vopts+=(--data-blocks="$DATA_BLOCKS")
+roothash=$(veritysetup format "${vopts[@]}" "$work/data" "$work/hash" | sed -n 's/^Root hash:[[:space:]]*//p')
 printf %s "$roothash" >"$out.roothash"
 if [[ ${BAD_SUPERBLOCK:-0} == 1 ]]; then
 	printf 'garbage!' | dd of="$work/hash" conv=notrunc status=none
@@ -34,11 +39,12 @@ cp "$work/hash" "$out.hash"
 uuid() { printf '%s-%s-%s-%s-%s' "${1:0:8}" "${1:8:4}" "${1:12:4}" "${1:16:4}" "${1:20:12}"; }
 
 parts=("$work/data" "$t_data" "$(uuid "${roothash:0:32}")")
+# The UUIDs are the first and the last 128 bits of the root hash (for sha512 too).
 for ((i = 1; i < ${DATA_COPIES:-1}; i++)); do
 	parts+=("$work/data" "$t_data" "$(uuid "$(printf '%032x' "$i")")")
 done
 if [[ ${VERITY:-1} == 1 ]]; then
-	parts+=("$work/hash" "$t_hash" "$(uuid "${roothash:32:32}")")
+	parts+=("$work/hash" "$t_hash" "$(uuid "${roothash:$((${#roothash} - 32)):32}")")
 fi
 if [[ -n $cert || -n ${JSON:-} ]]; then
 	if [[ -n ${JSON:-} ]]; then
@@ -50,7 +56,7 @@ if [[ -n $cert || -n ${JSON:-} ]]; then
 		printf '{"rootHash":"%s","certificateFingerprint":"00","signature":"%s"}' \
 			"${JSON_HASH:-$roothash}" "$(base64 -w0 "$work/sig.der")" >"$work/sig.json"
 	fi
-	truncate -s 4096 "$work/sig.json"
+	truncate -s "${SIG_SIZE:-4096}" "$work/sig.json"
 	parts+=("$work/sig.json" "$t_sig" "$(uuid "$(printf '%032x' 99)")")
 fi
 
