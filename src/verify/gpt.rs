@@ -130,11 +130,15 @@ pub fn parse(size: u64, read: &mut dyn FnMut(u64, usize) -> Result<Vec<u8>, Stri
     }
     let (entries_lba, count, entry_size, entries_crc) =
         (le64(&full, 72), le32(&full, 80) as u64, le32(&full, 84) as u64, le32(&full, 88));
-    if entry_size < 128 || entry_size % 8 != 0 || count.saturating_mul(entry_size) > MAX_TABLE {
+    let table_len = count.checked_mul(entry_size).filter(|&n| n <= MAX_TABLE);
+    let Some(table_len) = table_len.filter(|_| entry_size >= 128 && entry_size % 8 == 0) else {
         return Err(format!("has an unsupported GPT entry array ({count} entries of {entry_size} bytes)"));
-    }
-    let table_at = entries_lba.checked_mul(sector).filter(|o| o + count * entry_size <= size);
-    let table = read(table_at.ok_or("has a GPT entry array outside the image")?, (count * entry_size) as usize)?;
+    };
+    let table_at = entries_lba
+        .checked_mul(sector)
+        .filter(|o| o.checked_add(table_len).is_some_and(|end| end <= size))
+        .ok_or("has a GPT entry array outside the image")?;
+    let table = read(table_at, table_len as usize)?;
     if crc32(&table) != entries_crc {
         return Err("has a corrupt GPT entry array (CRC mismatch)".into());
     }
@@ -223,6 +227,11 @@ pub(crate) mod tests {
 
     /// A 1 MiB image with 512-byte sectors and the given (type, first LBA, last LBA, attrs).
     pub fn image(parts: &[(&str, u64, u64, u64)]) -> Vec<u8> {
+        image_with(parts, |_| {})
+    }
+
+    /// The same, with `edit` applied to the 92-byte header before its CRC is computed.
+    pub fn image_with(parts: &[(&str, u64, u64, u64)], edit: impl Fn(&mut [u8])) -> Vec<u8> {
         let mut img = vec![0u8; 1 << 20];
         let mut table = vec![0u8; 128 * 128];
         for (i, (t, first, last, attrs)) in parts.iter().enumerate() {
@@ -240,6 +249,7 @@ pub(crate) mod tests {
         h[80..84].copy_from_slice(&128u32.to_le_bytes());
         h[84..88].copy_from_slice(&128u32.to_le_bytes());
         h[88..92].copy_from_slice(&crc32(&table).to_le_bytes());
+        edit(&mut h);
         let c = crc32(&h);
         h[16..20].copy_from_slice(&c.to_le_bytes());
         img[512..604].copy_from_slice(&h);
@@ -297,5 +307,25 @@ pub(crate) mod tests {
         let backwards = parse_bytes(&image(&[(ROOT, 99, 34, 0)])).unwrap_err();
         assert!(backwards.contains("outside the image"), "{backwards}");
         assert_eq!(parse_bytes(&[0u8; 4096]).unwrap_err(), "has no GPT header");
+    }
+
+    #[test]
+    fn header_numbers_never_overflow() {
+        // The entry array's LBA times the sector size fits in 64 bits; plus the array, it does not.
+        for lba in [u64::MAX / 512, u64::MAX / 512 - 1, u64::MAX] {
+            let img = image_with(&[(ROOT, 34, 99, 0)], |h| h[72..80].copy_from_slice(&lba.to_le_bytes()));
+            assert_eq!(parse_bytes(&img).unwrap_err(), "has a GPT entry array outside the image", "LBA {lba}");
+        }
+        // The most entries of the largest size the header can name.
+        let img = image_with(&[(ROOT, 34, 99, 0)], |h| {
+            h[80..84].copy_from_slice(&u32::MAX.to_le_bytes());
+            h[84..88].copy_from_slice(&(!7u32).to_le_bytes());
+        });
+        assert!(parse_bytes(&img).unwrap_err().starts_with("has an unsupported GPT entry array"));
+        // Partitions at the very end of the LBA range.
+        for (first, last) in [(u64::MAX - 1, u64::MAX), (0, u64::MAX), (u64::MAX / 512, u64::MAX / 512 + 1)] {
+            let e = parse_bytes(&image(&[(ROOT, first, last, 0)])).unwrap_err();
+            assert!(e.contains("outside the image"), "{first}..{last}: {e}");
+        }
     }
 }

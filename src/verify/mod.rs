@@ -160,7 +160,7 @@ pub fn identify(head: &[u8], size: u64) -> Result<Kind, String> {
     } else if le16(head, 1024 + 0x38) == Some(0xEF53) {
         let shift = le32(head, 1024 + 24).unwrap_or(0);
         let block = if shift < 16 { Some(1024u64 << shift) } else { None };
-        (Kind::Ext4, le32(head, 1024 + 4).zip(block).map(|(n, b)| n * b))
+        (Kind::Ext4, le32(head, 1024 + 4).zip(block).and_then(|(n, b)| n.checked_mul(b)))
     } else if head.get(512..520) == Some(b"EFI PART") || head.get(4096..4104) == Some(b"EFI PART") {
         return Ok(Kind::Ddi);
     } else {
