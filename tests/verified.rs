@@ -361,3 +361,22 @@ fn verity_hash_algorithms_are_allow_listed_and_checked_alike() {
     assert_skip(&out, "sha512-unsigned", "the partition UUIDs give a 32-byte root hash, but sha512 needs 64 bytes");
     assert_skip(&out, "sha1", "has a verity superblock with the hash algorithm sha1, which is not accepted");
 }
+
+/// A refusal for size states the real size, not where reading stopped.
+#[test]
+fn oversized_evidence_is_refused_with_its_real_size() {
+    let s = Scratch::new();
+    let podman = keypair(&s, "podman");
+    trust(&s, &podman.0);
+    ddi(&s, "big-sig", Some(&podman), &[("SIG_SIZE", "8M")]);
+    let p7s = sidecar_image(&s, "big-p7s", &podman).with_extension("roothash.p7s");
+    fs::OpenOptions::new().append(true).open(&p7s).unwrap().set_len(101 * 1024).unwrap();
+    let roothash = sidecar_image(&s, "big-roothash", &podman).with_extension("roothash");
+    fs::OpenOptions::new().append(true).open(&roothash).unwrap().set_len(2000).unwrap();
+    fs::write(s.dir.join("certs/huge.crt"), vec![b' '; 2 << 20]).unwrap();
+    let out = plan(&s);
+    assert_skip(&out, "big-sig", "has a root-verity-sig partition of 8388608 bytes, more than the 4194304");
+    assert_skip(&out, "big-p7s", "malformed signature: the signature is 103424 bytes, more than the 65536 allowed");
+    assert_skip(&out, "big-roothash", "has a .roothash of 2000 bytes, more than the 1024");
+    assert!(out.stdout.contains("huge.crt is unusable and trusts nothing: it is 2097152 bytes, more than the 1048576"));
+}

@@ -10,12 +10,12 @@ use rustix::fs::{fstat, FileType, OFlags};
 use rustix::io::Errno;
 
 use super::gpt::{self, Role};
-use super::pkcs7;
+use super::pkcs7::{self, Failure};
 use super::signature;
 use super::verity::{self, Superblock, TopBlock};
 use super::x509::TrustedCert;
 use super::{hex, identify, Kind, Signature, Trust, HEAD_LEN};
-use crate::sys::fs::{describe_type, open_in_root, read_limited};
+use crate::sys::fs::{describe_type, open_in_root, read_limited, reopen_read};
 
 /// A byte range of an open file: a whole image, a partition, a `.verity` file.
 pub struct Region {
@@ -44,8 +44,12 @@ pub struct Source {
 pub struct Sidecars {
     pub verity: Option<(OwnedFd, u64)>,
     pub roothash: Option<Vec<u8>>,
-    pub signature: Option<Vec<u8>>,
+    /// The DER, or why it was not read (too large).
+    pub signature: Option<Result<Vec<u8>, Failure>>,
 }
+
+/// The largest `.roothash` file: a sha512 root hash in hex is 128 bytes, whitespace aside.
+const MAX_ROOTHASH: u64 = 1024;
 
 pub const SIDECAR_SUFFIXES: [&str; 3] = [".verity", ".roothash", ".roothash.p7s"];
 
@@ -70,11 +74,11 @@ fn region(fd: &OwnedFd, offset: u64, size: u64) -> Result<Region, String> {
 }
 
 /// Whether the signature can be checked, and what the check says.
-fn judge(der: &[u8], root_hash: &[u8], trusted: &[TrustedCert]) -> Signature {
+fn judge(der: Result<&[u8], &Failure>, root_hash: &[u8], trusted: &[TrustedCert]) -> Signature {
     if trusted.is_empty() {
         return Signature::Unchecked;
     }
-    match pkcs7::check(der, hex(root_hash).as_bytes(), trusted) {
+    match der.map_err(Clone::clone).and_then(|der| pkcs7::check(der, hex(root_hash).as_bytes(), trusted)) {
         Ok(signer) => Signature::Valid { signer },
         Err(failure) => Signature::Invalid { reason: failure.to_string() },
     }
@@ -163,10 +167,18 @@ fn examine_ddi(fd: &OwnedFd, size: u64, trusted: &[TrustedCert]) -> Result<(Trus
     let hash = region(fd, v.offset, v.size)?;
     let (root_hash, sig, what) = match &layout.signature {
         Some(s) => {
-            let bytes = read_at(fd.as_fd(), s.offset, (s.size as usize).min(signature::MAX_PARTITION + 1))?;
+            let role = layout.role;
+            if s.size > signature::MAX_PARTITION as u64 {
+                return Err(format!(
+                    "has a {role}-verity-sig partition of {} bytes, more than the {} a signature partition may have",
+                    s.size,
+                    signature::MAX_PARTITION
+                ));
+            }
+            let bytes = read_at(fd.as_fd(), s.offset, s.size as usize)?;
             let blob = signature::parse_signature_json(&bytes)
-                .map_err(|e| format!("has a {}-verity-sig partition that is not a signature: {e}", layout.role))?;
-            let sig = judge(&blob.signature, &blob.root_hash, trusted);
+                .map_err(|e| format!("has a {role}-verity-sig partition that is not a signature: {e}"))?;
+            let sig = judge(Ok(&blob.signature), &blob.root_hash, trusted);
             (blob.root_hash, sig, "the signature partition")
         }
         // Without a signature, the partition UUIDs carry the root hash (its two halves).
@@ -197,7 +209,7 @@ fn examine_plain(
     let root_hash =
         verity::parse_hex(&String::from_utf8_lossy(&roothash)).map_err(|e| format!("has a .roothash that {e}"))?;
     let sig = match &sidecars.signature {
-        Some(der) => judge(der, &root_hash, trusted),
+        Some(der) => judge(der.as_deref(), &root_hash, trusted),
         None => Signature::Absent,
     };
     let hash = Region { fd: hash.0, offset: 0, size: hash.1 };
@@ -211,30 +223,40 @@ fn examine_plain(
 pub fn sidecars(root: BorrowedFd, path: &str, target: Option<&str>) -> Result<Sidecars, String> {
     for base in std::iter::once(path).chain(target) {
         let Some(stem) = base.strip_suffix(".raw") else { continue };
+        // Looked at through O_PATH first: only a regular file is opened for reading.
         let open = |suffix: &str| -> Result<Option<(OwnedFd, u64)>, String> {
             let path = format!("{stem}{suffix}");
-            match open_in_root(root, &path, OFlags::RDONLY | OFlags::NONBLOCK) {
-                Err(e) if Errno::from_io_error(&e) == Some(Errno::NOENT) => Ok(None),
-                Err(e) => Err(format!("cannot open {path}: {e}")),
-                Ok(fd) => {
-                    let st = fstat(&fd).map_err(|e| format!("cannot stat {path}: {e}"))?;
-                    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-                        return Err(format!("{path} is a {}, not a regular file", describe_type(st.st_mode)));
-                    }
-                    Ok(Some((fd, st.st_size as u64)))
-                }
+            let fd = match open_in_root(root, &path, OFlags::PATH) {
+                Err(e) if Errno::from_io_error(&e) == Some(Errno::NOENT) => return Ok(None),
+                Err(e) => return Err(format!("cannot open {path}: {e}")),
+                Ok(fd) => fd,
+            };
+            let st = fstat(&fd).map_err(|e| format!("cannot stat {path}: {e}"))?;
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                return Err(format!("{path} is a {}, not a regular file", describe_type(st.st_mode)));
             }
+            let fd = reopen_read(fd.as_fd()).map_err(|e| format!("cannot open {path}: {e}"))?;
+            Ok(Some((fd, st.st_size as u64)))
         };
-        let read = |file: Option<(OwnedFd, u64)>, max: usize| {
-            file.map(|(fd, _)| read_limited(fd, max).map_err(|e| format!("cannot read a sidecar of {base}: {e}")))
-                .transpose()
+        let read = |fd: OwnedFd, max: u64| {
+            read_limited(fd, max as usize).map_err(|e| format!("cannot read a sidecar of {base}: {e}"))
         };
-        let found = Sidecars {
-            verity: open(".verity")?,
-            roothash: read(open(".roothash")?, 1024)?,
-            // One byte more than allowed, so that check() names an oversized file instead of a cut one.
-            signature: read(open(".roothash.p7s")?, pkcs7::MAX_PKCS7)?,
+        let roothash = match open(".roothash")? {
+            Some((_, size)) if size > MAX_ROOTHASH => {
+                return Err(format!(
+                    "has a .roothash of {size} bytes, more than the {MAX_ROOTHASH} a root hash file holds"
+                ))
+            }
+            Some((fd, _)) => Some(read(fd, MAX_ROOTHASH)?),
+            None => None,
         };
+        // An oversized signature is not read, but named with its real size.
+        let signature = match open(".roothash.p7s")? {
+            Some((_, size)) if size > pkcs7::MAX_PKCS7 as u64 => Some(Err(pkcs7::oversized(size))),
+            Some((fd, _)) => Some(Ok(read(fd, pkcs7::MAX_PKCS7 as u64)?)),
+            None => None,
+        };
+        let found = Sidecars { verity: open(".verity")?, roothash, signature };
         if found.verity.is_some() || found.roothash.is_some() || found.signature.is_some() {
             return Ok(found);
         }

@@ -159,6 +159,12 @@ fn read_signed_data_inner(der: &[u8]) -> Result<SignedData<'_>, String> {
     Ok(SignedData { certificates, signers })
 }
 
+/// The refusal of a signature of `len` bytes, more than MAX_PKCS7. A caller that does not read
+/// an oversized file whole still states its real size.
+pub fn oversized(len: u64) -> Failure {
+    Failure::Malformed(format!("the signature is {len} bytes, more than the {MAX_PKCS7} allowed"))
+}
+
 /// Check a detached PKCS#7/CMS SignedData (DER) over `content` (the root hash in lowercase hex,
 /// no newline). Every signer must be a trusted certificate and verify, as with OpenSSL's
 /// PKCS7_verify. Returns the signer's subject (signers joined by " and ").
@@ -166,11 +172,7 @@ pub fn check(pkcs7_der: &[u8], content: &[u8], trusted: &[TrustedCert]) -> Resul
     // Like systemd (validate_signature_userspace() in dissect-image.c: PKCS7_verify with PKCS7_NOVERIFY), we
     // never check validity periods: the initrd's clock may be wrong, and the kernel keyring path ignores it too.
     if pkcs7_der.len() > MAX_PKCS7 {
-        return Err(Failure::Malformed(format!(
-            "the signature is {} bytes, more than the {} allowed",
-            pkcs7_der.len(),
-            MAX_PKCS7
-        )));
+        return Err(oversized(pkcs7_der.len() as u64));
     }
     let sd = read_signed_data(pkcs7_der)?;
     let mut subjects = Vec::new();
