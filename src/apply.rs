@@ -75,8 +75,8 @@ fn attach_region(r: &Region, faults: &Faults) -> Result<loopdev::LoopDevice> {
 }
 
 /// The device to mount a source from: its loop device, or a dm-verity device over the data and
-/// hash loop devices. The verity device is handed to the mount with a deferred remove, so it
-/// and its loop devices go away with the last mount of it.
+/// hash loop devices. The verity device goes away with the last mount of it (or at once, if the
+/// mount fails), and its loop devices with it.
 fn mount_source(name: &str, src: &Source, faults: &Faults) -> Result<OwnedFd> {
     let fstype = src.fs.fstype().ok_or_else(|| Error::msg(format!("{} images cannot be mounted", src.fs)))?;
     let data = attach_region(&src.data, faults)?;
@@ -86,10 +86,9 @@ fn mount_source(name: &str, src: &Source, faults: &Faults) -> Result<OwnedFd> {
     let hash = attach_region(&v.hash, faults).context("attaching the hash tree")?;
     let sectors = v.superblock.data_bytes().unwrap_or(0) / 512;
     let table = v.superblock.table(&data.path, &hash.path, &v.root_hash);
-    let dev = devmapper::create_verity(&format!("initrd-sysext-{name}"), sectors, &table)?;
-    let mount = mount::block_fs(fstype, &dev.path).with_context(|| format!("mounting {fstype} from {}", dev.path))?;
-    dev.release()?;
-    Ok(mount)
+    devmapper::with_verity(name, sectors, &table, |dev| {
+        mount::block_fs(fstype, dev).with_context(|| format!("mounting {fstype} from {dev}"))
+    })
 }
 
 /// Mount one image, detached and read-only. Device fds are closed on return, so from then on
