@@ -283,3 +283,34 @@ check_policy_after_boot() {
     hasnt "no Unmerged line" journal "Unmerged"
     quadlet_ran
 }
+# --- 11: dm-verity device lifecycle (issue 10, item 8) ---------------------
+# One boot; in the booted guest the real binary runs 25 times in a tight loop
+# against scratch sysroots: failed mounts of a signed DDI with a flipped
+# superblock, then merge/unmerge of the good one (guest/dm-lifecycle.sh).
+# No device may be left behind and no create may fail.
+SCENARIOS+=(dm-lifecycle)
+S_INITRD[dm-lifecycle]=signed
+prep_dm_lifecycle() {
+    local d=$1/var/lib/its/dm v
+    for v in bad good; do
+        install -D -m 0644 "$1/usr/lib/os-release" "$d/$v/usr/lib/os-release"
+        install -D -m 0644 "$KEYS/trusted.crt" "$d/$v/usr/lib/verity.d/its-trusted.crt"
+        mkdir -p "$d/$v/var/lib/extensions"
+    done
+    install -m 0644 "$PODMAN_DDI" "$d/good/var/lib/extensions/$PODMAN_NAME.raw"
+    install -m 0644 "$PODMAN_DDI" "$d/bad/var/lib/extensions/$PODMAN_NAME-sb.raw"
+    tamper_superblock "$d/bad/var/lib/extensions/$PODMAN_NAME-sb.raw"
+    echo "rd.sysext.policy=signed" >"$d/cmdline"
+    printf 'runs=25 name=%s\n' "$PODMAN_NAME" >"$d/params"
+    install -m 0755 "$here/guest/dm-lifecycle.sh" "$1/etc/its/scenario.sh"
+    checks "$1" ""
+}
+check_dm_lifecycle() {
+    has "every failed mount skipped the image, no create failed" scenario \
+        '^failed mounts: runs=25 skipped=25 create-failures=0$'
+    has "no dm device left after the failed mounts" scenario '^dm devices left after the failed mounts: 0$'
+    has "merge/unmerge 25 times, every create worked" scenario \
+        '^merge loop: runs=25 merged=25 unmerged=25 create-failures=0$'
+    has "no dm device left after the merge loop" scenario '^dm devices left after the merge loop: 0$'
+    hasnt "no device removal failed" scenario 'cannot remove device-mapper'
+}

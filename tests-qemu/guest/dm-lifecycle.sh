@@ -1,0 +1,60 @@
+#!/bin/bash
+# Guest side of the dm-lifecycle scenario, run by the collector as
+# /etc/its/scenario.sh. In a private mount namespace, the real binary runs
+# RUNS times in a tight loop (nothing waits for udev in between) against two
+# scratch sysroots under /var/lib/its/dm:
+#   bad   a signed DDI whose erofs superblock is flipped: every mount fails
+#         after the checks pass, while udev probes the new dm device
+#   good  the signed DDI: merge, unmerge, merge, ... (a device of the same
+#         image may still be on its way out when the next one is created)
+# Then, after udev settles, no device-mapper device may be left. Prints one
+# summary line per phase; the host judges them.
+# shellcheck disable=SC1091,SC2154 # runs and name come from params
+set -u
+d=/var/lib/its/dm
+# runs=, name=
+. "$d/params"
+if [[ ${1:-} != inner ]]; then
+    modprobe -a loop erofs dm_mod dm_verity
+    exec unshare -m --propagation private "$0" inner
+fi
+dms() { compgen -G '/sys/block/dm-*' | wc -l; }
+# settled PHASE: wait (at most 10 s) for udev and deferred removals, then count.
+settled() {
+    local t=0
+    udevadm settle --timeout=10
+    while (($(dms) > 0 && t < 100)); do sleep 0.1; t=$((t + 1)); done
+    echo "dm devices left after $1: $(dms)"
+    local x
+    for x in /sys/block/dm-*; do [[ -e $x ]] && echo "  ${x##*/} $(<"$x/dm/name")"; done
+}
+merge() { initrd-sysext merge --sysroot "$d/$1" --cmdline "$d/cmdline" --report /tmp/dm-report.json 2>&1; }
+# creates OUTPUT: 1 if a device could not be created (or removed) in it.
+create_failed() { grep -Eq 'creating (a )?device-mapper device|cannot remove device-mapper' <<<"$1"; }
+
+skipped=0 create=0
+for ((i = 0; i < runs; i++)); do
+    out=$(merge bad)
+    if grep -q "skipped $name-sb (.*cannot be mounted after passing its checks" <<<"$out"; then
+        skipped=$((skipped + 1))
+    else
+        echo "run $i, bad: $out"
+    fi
+    create_failed "$out" && { create=$((create + 1)); echo "run $i, bad: $out"; }
+done
+echo "failed mounts: runs=$runs skipped=$skipped create-failures=$create"
+settled "the failed mounts"
+
+merged=0 create=0 unmerged=0
+for ((i = 0; i < runs; i++)); do
+    out=$(merge good)
+    if grep -q "merged $name from" <<<"$out"; then
+        merged=$((merged + 1))
+    else
+        echo "run $i, good: $out"
+    fi
+    create_failed "$out" && create=$((create + 1))
+    initrd-sysext unmerge --sysroot "$d/good" >/dev/null 2>&1 && unmerged=$((unmerged + 1))
+done
+echo "merge loop: runs=$runs merged=$merged unmerged=$unmerged create-failures=$create"
+settled "the merge loop"
