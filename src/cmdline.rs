@@ -3,6 +3,8 @@
 //! `rd.sysext=` is ours; `rd.systemd.sysext=` and `systemd.sysext=` are upstream's switches and
 //! can only turn merging off, so that one switch disables both implementations.
 
+use crate::discover::image_name_is_valid;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
     /// Merge nothing; `by` names the switch, for the log.
@@ -83,11 +85,6 @@ fn words(text: &str) -> Vec<String> {
     out
 }
 
-/// A name we accept in `rd.sysext=a,b`: what could be an image name after suffix stripping.
-fn name_is_valid(n: &str) -> bool {
-    !n.is_empty() && !n.starts_with('.') && !n.contains('/') && !n.chars().any(|c| c.is_control() || c.is_whitespace())
-}
-
 pub fn parse(text: &str) -> Cmdline {
     let mut selection = Selection::All;
     let mut disabled_by = None;
@@ -106,7 +103,7 @@ pub fn parse(text: &str) -> Cmdline {
                 Some((_, Some(false))) => selection = Selection::Disabled { by: word.clone() },
                 Some((v, None)) => {
                     let names: Vec<String> = v.split(',').map(str::to_owned).collect();
-                    if names.iter().all(|n| name_is_valid(n)) {
+                    if names.iter().all(|n| image_name_is_valid(n)) {
                         selection = Selection::Only(names);
                     } else {
                         warnings.push(format!(
@@ -202,8 +199,25 @@ mod tests {
     }
 
     #[test]
+    fn names_follow_systemds_image_name_rule() {
+        // What systemd calls a valid image name is a valid name here, and nothing else.
+        let long = "x".repeat(255);
+        for n in ["podman", ".hidden", "a b", "x\u{85}y", "é", "...", long.as_str()] {
+            let c = parse(&format!("rd.sysext=\"{n}\""));
+            assert_eq!(c.selection, Selection::Only(vec![n.to_string()]), "{n:?}");
+            assert!(c.warnings.is_empty(), "{n:?}");
+        }
+        let too_long = "x".repeat(256);
+        for n in [".#tmp", "a\u{7f}", "a\u{1}b", too_long.as_str(), ".", ".."] {
+            let c = parse(&format!("rd.sysext=\"{n}\""));
+            assert_eq!(c.selection, Selection::All, "{n:?}");
+            assert_eq!(c.warnings.len(), 1, "{n:?}");
+        }
+    }
+
+    #[test]
     fn bad_values_warn_and_default() {
-        for s in ["rd.sysext=", "rd.sysext=a,,b", "rd.sysext=../etc", "rd.sysext=.hidden"] {
+        for s in ["rd.sysext=", "rd.sysext=a,,b", "rd.sysext=../etc", "rd.sysext=.#hidden"] {
             let c = parse(s);
             assert_eq!(c.selection, Selection::All, "{s}");
             assert_eq!(c.warnings.len(), 1, "{s}");
@@ -217,9 +231,7 @@ mod tests {
     #[test]
     fn quotes_group_words() {
         assert_eq!(sel("foo=\"a b\" rd.sysext=\"podman\""), Selection::Only(vec!["podman".into()]));
-        // A quoted space inside a value keeps it one word, which is then not a valid name.
-        let c = parse("rd.sysext=\"a b\"");
-        assert_eq!(c.selection, Selection::All);
-        assert_eq!(c.warnings.len(), 1);
+        // A quoted space inside a value keeps it one word: "a b.raw" is a valid image.
+        assert_eq!(sel("rd.sysext=\"a b\",c"), Selection::Only(vec!["a b".into(), "c".into()]));
     }
 }

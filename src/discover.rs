@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{fstat, statat, AtFlags, FileType, OFlags};
 use rustix::io::Errno;
 
-use crate::sys::fs::{describe_type, list_dir, open_dir_in_root, open_in_root, real_path};
+use crate::sys::fs::{describe_type, list_dir_raw, open_dir_in_root, open_in_root, real_path};
 use crate::sys::identity::{self, FileId};
 
 /// Relative to the root being merged, in systemd's order: the first entry of a name wins.
@@ -42,15 +42,18 @@ pub struct Origin {
     pub file: Result<FileId, String>,
 }
 
-/// systemd's image-name rules after the suffix is gone.
-fn name_is_valid(name: &str) -> bool {
+/// Whether `name` (suffixes gone) is an image name, by systemd's rule (`image_name_is_valid()`):
+/// a file name (not empty, `.` or `..`, no `/`, at most 255 bytes), no ASCII control character,
+/// UTF-8 (a `&str` is), and not a `.#` temporary file. The one rule for discovery and for the
+/// names of `rd.sysext=`.
+pub fn image_name_is_valid(name: &str) -> bool {
     !name.is_empty()
         && name != "."
         && name != ".."
         && name.len() <= 255
         && !name.contains('/')
+        && !name.bytes().any(|b| b < b' ' || b == 0x7f)
         && !name.starts_with(".#")
-        && !name.chars().any(char::is_control)
 }
 
 /// The image name for a directory entry, by the type it resolves to.
@@ -61,7 +64,7 @@ pub fn image_name(entry: &str, is_dir: bool) -> Result<String, String> {
         entry.strip_suffix(".raw").ok_or("not an image: regular files must end in .raw")?
     };
     let name = stem.strip_suffix(".sysext").unwrap_or(stem);
-    if name_is_valid(name) {
+    if image_name_is_valid(name) {
         Ok(name.to_string())
     } else {
         Err(format!("not a valid image name: {name:?}"))
@@ -89,7 +92,7 @@ fn scan_dir(root: BorrowedFd, root_real: &str, dir: &str, notes: &mut Vec<String
             return Vec::new();
         }
     };
-    let names = match list_dir(dirfd.as_fd()) {
+    let names = match list_dir_raw(dirfd.as_fd()) {
         Ok(n) => n,
         Err(e) => {
             notes.push(format!("cannot list {dir}: {e}"));
@@ -98,9 +101,22 @@ fn scan_dir(root: BorrowedFd, root_real: &str, dir: &str, notes: &mut Vec<String
     };
     let mut out = Vec::new();
     // Sidecars (`NAME.verity`, …) belong to their image; they are not images themselves.
+    // systemd-sysupdate's temporary files are not images yet.
     let is_sidecar = |n: &str| crate::verify::evidence::SIDECAR_SUFFIXES.iter().any(|s| n.ends_with(s));
-    for entry in names.into_iter().filter(|n| !n.starts_with('.') && !is_sidecar(n)) {
+    for raw in names {
+        let entry = match &raw {
+            Ok(n) => n.clone(),
+            Err(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        };
+        if is_sidecar(&entry) || entry.starts_with(".sysupdate.") {
+            continue;
+        }
         let path = format!("{dir}/{entry}");
+        if raw.is_err() {
+            let object = Err("not a valid image name: it is not UTF-8".into());
+            out.push((Found { name: entry, path, target: None, size: 0, object, origin: None }, false));
+            continue;
+        }
         let link = statat(&dirfd, entry.as_str(), AtFlags::SYMLINK_NOFOLLOW)
             .ok()
             .filter(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
@@ -200,5 +216,19 @@ mod tests {
         assert!(image_name(".raw", false).is_err());
         assert!(image_name("a\u{7}b.raw", false).is_err());
         assert!(image_name(".#tmp.raw", false).is_err());
+    }
+
+    #[test]
+    fn image_names_follow_systemds_rule() {
+        // image_name_is_valid() in systemd's os-util.c: a file name, no ASCII control character,
+        // UTF-8, not a ".#" temporary file. Hidden names and other Unicode are fine.
+        let long = "x".repeat(255);
+        for ok in ["podman", ".hidden", "a b", "x\u{85}y", "é", "...", long.as_str()] {
+            assert_eq!(image_name(&format!("{ok}.raw"), false).as_deref(), Ok(ok), "{ok:?}");
+        }
+        let too_long = "x".repeat(256);
+        for bad in ["", ".", "..", ".#tmp", "a\u{1}b", "a\u{7f}b", too_long.as_str()] {
+            assert!(image_name(bad, true).is_err(), "{bad:?}");
+        }
     }
 }

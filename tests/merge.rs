@@ -389,6 +389,29 @@ fn first_in_search_order_wins_and_empty_directory_masks() {
     );
 }
 
+/// Names follow systemd's rule: a hidden name is an image like any other, a ".#" temporary
+/// file and a name that is not UTF-8 are not.
+#[test]
+fn hidden_names_are_images_and_invalid_names_are_not() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::new();
+    s.image(".hidden", GOOD);
+    let ext = s.path("var/lib/extensions");
+    std::fs::copy(ext.join(".hidden.raw"), ext.join(".#tmp.raw")).unwrap();
+    std::fs::copy(ext.join(".hidden.raw"), ext.join(std::ffi::OsStr::from_bytes(b"bad\xff.raw"))).unwrap();
+    let out = s.merge_then("cat \"$S/usr/bin/.hidden\"");
+    let e = &out.stderr;
+    assert!(out.stdout.contains("rc=0\n.hidden"), "{}", out.all());
+    assert!(e.contains("merged .hidden from /var/lib/extensions/.hidden.raw"), "{e}");
+    assert!(e.contains("skipped .#tmp.raw (/var/lib/extensions/.#tmp.raw): not a valid image name"), "{e}");
+    assert!(
+        e.contains(
+            "skipped bad\u{fffd}.raw (/var/lib/extensions/bad\u{fffd}.raw): not a valid image name: it is not UTF-8"
+        ),
+        "{e}"
+    );
+}
+
 #[test]
 fn directory_extensions_and_opt_with_submounts_kept() {
     let s = Scratch::new();

@@ -50,16 +50,25 @@ pub fn read_limited(fd: impl AsFd, max: usize) -> std::io::Result<Vec<u8>> {
 
 /// Entry names of a directory, sorted, without `.` and `..`.
 pub fn list_dir(fd: BorrowedFd) -> std::io::Result<Vec<String>> {
+    let mut names: Vec<String> =
+        list_dir_raw(fd)?.into_iter().map(|n| n.unwrap_or_else(|b| String::from_utf8_lossy(&b).into_owned())).collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Entry names of a directory, sorted by their bytes, without `.` and `..`; a name that is not
+/// UTF-8 is given as its bytes.
+pub fn list_dir_raw(fd: BorrowedFd) -> std::io::Result<Vec<std::result::Result<String, Vec<u8>>>> {
     let mut dir = rustix::fs::Dir::read_from(fd)?;
     let mut names = Vec::new();
     while let Some(entry) = dir.read() {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if name != "." && name != ".." {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
             names.push(name);
         }
     }
     names.sort();
-    Ok(names)
+    Ok(names.into_iter().map(|n| String::from_utf8(n).map_err(|e| e.into_bytes())).collect())
 }
 
 pub fn describe_type(mode: u32) -> &'static str {
