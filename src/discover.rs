@@ -6,7 +6,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{fstat, statat, AtFlags, FileType, OFlags};
 use rustix::io::Errno;
 
-use crate::sys::fs::{describe_type, list_dir_raw, open_dir_in_root, open_in_root, real_path};
+use crate::fstab;
+use crate::sys::fs::{
+    describe_type, is_mount_point, list_dir_raw, open_dir_in_root, open_in_root, read_limited, real_path,
+};
 use crate::sys::identity::{self, FileId};
 
 /// Relative to the root being merged, in systemd's order: the first entry of a name wins.
@@ -179,9 +182,52 @@ fn scan_dir(root: BorrowedFd, root_real: &str, dir: &str, notes: &mut Vec<String
     out
 }
 
+/// A search path the sysroot's fstab puts on a file system of its own that is not mounted yet
+/// (a separate /var without `x-initrd.mount`) cannot be searched: say so, once per file system.
+fn unmounted_search_paths(root: BorrowedFd, notes: &mut Vec<String>) {
+    let Ok(fd) = open_in_root(root, "etc/fstab", OFlags::RDONLY | OFlags::NONBLOCK) else { return };
+    let text = match read_limited(fd, MAX_FSTAB) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => return notes.push(format!("cannot read /etc/fstab: {e}")),
+    };
+    let entries = fstab::parse(&text);
+    let mut named: Vec<&str> = Vec::new();
+    for dir in SEARCH_PATHS {
+        let Some(e) = fstab::holding(&entries, dir).filter(|e| !named.contains(&e.target.as_str())) else { continue };
+        named.push(&e.target);
+        let mounted = match is_mount_point(root, &e.target) {
+            Ok(m) => m,
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::NOENT) => false,
+            Err(err) => {
+                notes.push(format!("cannot tell whether {} is mounted: {err}", e.target));
+                continue;
+            }
+        };
+        if !mounted {
+            let searched: Vec<&str> =
+                SEARCH_PATHS.iter().copied().filter(|d| fstab::holding(&entries, d) == Some(e)).collect();
+            let fix = if e.has_option("x-initrd.mount") {
+                "its fstab entry has x-initrd.mount, so its mount in the initrd failed (see its mount unit)"
+            } else {
+                "add x-initrd.mount to the options of its fstab entry"
+            };
+            notes.push(format!(
+                "{} is a separate file system ({} in /etc/fstab) that is not mounted in the initrd, so images in {} cannot be seen: {fix}",
+                e.target,
+                e.source,
+                searched.join(" and ")
+            ));
+        }
+    }
+}
+
+/// The largest /etc/fstab we read; real ones are a few hundred bytes.
+const MAX_FSTAB: usize = 1 << 20;
+
 /// All entries of all search paths, in search order. Later entries with a name already taken are
 /// reported as masked; an empty directory in /etc/extensions masks an image on purpose.
 pub fn discover(root: BorrowedFd, notes: &mut Vec<String>) -> Vec<Found> {
+    unmounted_search_paths(root, notes);
     let root_real = real_path(root).unwrap_or_default();
     let mut taken: Vec<(String, String)> = Vec::new();
     let mut all = Vec::new();

@@ -23,6 +23,7 @@ pub mod version; // 7. kmsg lines and report.json
 
 // Glue and plumbing.
 pub mod error;
+pub mod fstab;
 pub mod json;
 pub mod pipeline;
 pub mod state;

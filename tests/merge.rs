@@ -412,6 +412,34 @@ fn hidden_names_are_images_and_invalid_names_are_not() {
     );
 }
 
+/// A separate /var that the initrd does not mount hides /var/lib/extensions: one note says so and
+/// names the fix (issue 9). A tmpfs stands in for the /var disk.
+#[test]
+fn a_separate_var_not_mounted_in_the_initrd_is_named() {
+    let s = Scratch::new();
+    s.image("podman", GOOD);
+    let fstab = "# <file system> <mount point> <type> <options>\nUUID=1234 / ext4 defaults 0 1\n\
+                 LABEL=var\t/var/ ext4 defaults,nofail 0 2\n/dev/vdb1 none swap sw 0 0\n";
+    std::fs::write(s.path("etc/fstab"), fstab).unwrap();
+    let note = "note: /var is a separate file system (LABEL=var in /etc/fstab) that is not mounted in the initrd, \
+                so images in /var/lib/extensions cannot be seen: add x-initrd.mount to the options of its fstab entry";
+    let out = s.plan();
+    assert_eq!(
+        out.stdout.lines().filter(|l| l.contains("x-initrd.mount")).collect::<Vec<_>>(),
+        [note],
+        "{}",
+        out.all()
+    );
+    let out = s.sh("mount -t tmpfs var \"$S/var\" && \"$B\" plan --sysroot \"$S\" --cmdline \"$C\"");
+    assert!(out.code == 0 && !out.stdout.contains("x-initrd.mount"), "{}", out.all());
+    // Asked for in the initrd, and still not there: its mount failed.
+    std::fs::write(s.path("etc/fstab"), "LABEL=var /var ext4 x-initrd.mount 0 2\n").unwrap();
+    assert!(s.plan().stdout.contains("its fstab entry has x-initrd.mount, so its mount in the initrd failed"));
+    // Without a /var entry, nothing to say.
+    std::fs::write(s.path("etc/fstab"), "UUID=1234 / ext4 defaults 0 1\n").unwrap();
+    assert!(!s.plan().stdout.contains("x-initrd.mount"));
+}
+
 #[test]
 fn directory_extensions_and_opt_with_submounts_kept() {
     let s = Scratch::new();

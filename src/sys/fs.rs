@@ -83,3 +83,18 @@ pub fn describe_type(mode: u32) -> &'static str {
         rustix::fs::FileType::Unknown => "unknown file type",
     }
 }
+
+/// Whether `path` inside `root` is the root of a mount (resolved inside `root`, like every path
+/// we open there). `STATX_ATTR_MOUNT_ROOT` says so directly (Linux 5.8); without it, a mount
+/// point is where the device changes from the parent.
+pub fn is_mount_point(root: BorrowedFd, path: &str) -> std::io::Result<bool> {
+    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags};
+    let fd = open_in_root(root, path, OFlags::PATH)?;
+    let st = statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
+    if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
+        return Ok(st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT));
+    }
+    let parent = open_in_root(fd.as_fd(), "..", OFlags::PATH)?;
+    let up = statx(&parent, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
+    Ok((st.stx_dev_major, st.stx_dev_minor) != (up.stx_dev_major, up.stx_dev_minor))
+}
