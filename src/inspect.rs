@@ -1,4 +1,4 @@
-//! Reads what an image holds, for the planner: its release files, whether it carries
+//! Step 4: what an image holds, for the planner: its release files, whether it carries
 //! os-release, which hierarchies it fills, and where it would clash with the base. Read-only;
 //! paths inside the image are resolved inside the image.
 

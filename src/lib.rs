@@ -6,24 +6,41 @@
 //! command line, finds images in the sysroot's extension directories, checks each, and mounts
 //! one read-only overlay per hierarchy on /sysroot/usr and /sysroot/opt, in the on-disk format of
 //! systemd-sysext. Any image it cannot use is skipped with a logged reason; boot always goes on.
+//!
+//! The pipeline, one module per step, in boot order (composed in `pipeline`):
+//! 1. `cmdline`: what the kernel command line allows;
+//! 2. `discover`: images in the sysroot's search paths (`fstab`: whether one of them sits on a
+//!    file system the initrd has not mounted);
+//! 3. `verify`: what each file is and what protects it (dm-verity, signatures, certificates);
+//! 4. `inspect`: what each image holds, and `validate`: whether it fits this root;
+//! 5. `plan`: the decision, as plain data;
+//! 6. `apply`: loop and dm-verity devices, mounts, rollback;
+//! 7. `report`: log lines and report.json;
+//! 8. `handover`: what the booted system's systemd-sysext needs to know.
+//!
+//! In the booted system, `refresh_check` tells whether systemd-sysext needs to refresh.
+//!
+//! `sys` is the only code that makes syscalls, and imports nothing from the steps.
 
-// The pipeline, in boot order.
-pub mod apply; // 6. loop devices, mounts, rollback
-pub mod cmdline; // 1. what the kernel command line allows
-pub mod discover; // 2. images in the sysroot's search paths
-pub mod handover; // 8. what the booted system's systemd-sysext needs to know
-pub mod inspect; // 4. what each image holds …
-pub mod plan; // 5. the decision, as plain data
-pub mod refresh_check; // in the booted system: does systemd-sysext need to refresh?
-pub mod release;
+// The steps (see above for their order).
+pub mod apply;
+pub mod cmdline;
+pub mod discover;
+pub mod fstab;
+pub mod handover;
+pub mod inspect;
+pub mod plan;
+pub mod refresh_check;
 pub mod report;
-pub mod validate; // … and whether it fits this root
-pub mod verify; // 3. what each file is (later: signatures)
-pub mod version; // 7. kmsg lines and report.json
+pub mod validate;
+pub mod verify;
+
+// Formats and rules the steps share: os-release(5) syntax, systemd's version order.
+pub mod release;
+pub mod version;
 
 // Glue and plumbing.
 pub mod error;
-pub mod fstab;
 pub mod json;
 pub mod pipeline;
 pub mod state;

@@ -63,8 +63,11 @@ pub struct Partition {
     /// Byte offset and length inside the image.
     pub offset: u64,
     pub size: u64,
-    /// The partition's own UUID, in the byte order of its text form. For verity images it is
-    /// derived from the root hash, which lets us cross-check the signature's root hash.
+    /// The partition's own UUID, in the byte order of its text form. systemd-repart sets the
+    /// data and hash partitions' UUIDs to the first and last 128 bits of the root hash: an
+    /// unsigned DDI's root hash is read from them. A signed one's is not compared with them:
+    /// systemd uses the UUIDs only to pick partitions when a root hash comes from outside the
+    /// image, and the check of the root hash against the tree's top block binds it more tightly.
     pub uuid: [u8; 16],
 }
 
