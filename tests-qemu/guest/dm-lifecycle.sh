@@ -29,8 +29,8 @@ settled() {
     for x in /sys/block/dm-*; do [[ -e $x ]] && echo "  ${x##*/} $(<"$x/dm/name")"; done
 }
 merge() { initrd-sysext merge --sysroot "$d/$1" --cmdline "$d/cmdline" --report /tmp/dm-report.json 2>&1; }
-# creates OUTPUT: 1 if a device could not be created (or removed) in it.
-create_failed() { grep -Eq 'creating (a )?device-mapper device|cannot remove device-mapper' <<<"$1"; }
+# create_failed OUTPUT: whether a device could not be created or removed in it.
+create_failed() { grep -Eq 'creating (a )?device-mapper device|(cannot remove|removing) device-mapper device' <<<"$1"; }
 
 skipped=0 create=0
 for ((i = 0; i < runs; i++)); do
