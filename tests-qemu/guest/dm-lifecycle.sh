@@ -28,7 +28,10 @@ settled() {
     local x
     for x in /sys/block/dm-*; do [[ -e $x ]] && echo "  ${x##*/} $(<"$x/dm/name")"; done
 }
-merge() { initrd-sysext merge --sysroot "$d/$1" --cmdline "$d/cmdline" --report /tmp/dm-report.json 2>&1; }
+# What merge hands over to a booted system goes to a scratch /run, not the guest's.
+merge() {
+    initrd-sysext merge --sysroot "$d/$1" --cmdline "$d/cmdline" --report /tmp/dm-report.json --run /tmp/dm-run 2>&1
+}
 # create_failed OUTPUT: whether a device could not be created or removed in it.
 create_failed() { grep -Eq 'creating (a )?device-mapper device|(cannot remove|removing) device-mapper device' <<<"$1"; }
 
