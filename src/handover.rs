@@ -11,7 +11,9 @@
 //! - `/run/systemd/sysext.conf.d/initrd-sysext.conf`: `ImagePolicy=` where systemd-sysext
 //!   reads it (262);
 //! - `/run/verity.d/*.crt`: the initrd's trusted certificates, PEM, where systemd's userspace
-//!   signature check looks, so signed images still verify after switch-root.
+//!   signature check looks, so signed images still verify after switch-root; and a mask
+//!   (a symlink to /dev/null) for each name masked in the initrd, so a key revoked there is not
+//!   trusted from the root's /usr/lib/verity.d after switch-root.
 //!
 //! What the root's systemd-sysext can do is read from its binary (the strings of the code paths
 //! in question), not from a version number: an unknown build gets the most conservative setup.
@@ -312,6 +314,27 @@ fn certificates(trusted: &[TrustedCert], sysroot: &str) -> Vec<(String, std::io:
     files
 }
 
+/// The initrd's certificates, for the booted system: the trusted ones, and the names masked
+/// (revoked) there.
+pub struct Certs<'a> {
+    pub trusted: &'a [TrustedCert],
+    pub masked: &'a [String],
+}
+
+/// Mask `name` in the run directory's verity.d (a symlink to /dev/null), as systemd reads masks:
+/// it comes before the root's /usr/lib/verity.d, so a key revoked in the initrd stays revoked.
+fn mask(run: &str, name: &str) -> std::io::Result<()> {
+    let dir = certs_dir(run);
+    std::fs::create_dir_all(&dir)?;
+    let path = std::path::Path::new(&dir).join(name);
+    match std::fs::symlink_metadata(&path) {
+        Ok(_) => std::fs::remove_file(&path)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::os::unix::fs::symlink("/dev/null", path)
+}
+
 /// Hand over after a merge decision. Failures are logged and never stop boot: without these
 /// files the booted systemd-sysext.service just does what it would have done anyway.
 pub fn hand_over(
@@ -319,7 +342,7 @@ pub fn hand_over(
     sysroot: &str,
     run: &str,
     policy: Policy,
-    trusted: &[TrustedCert],
+    certs: Certs,
     plan: &Plan,
     outcomes: &[(Hierarchy, Outcome)],
 ) {
@@ -350,15 +373,25 @@ pub fn hand_over(
         warn!(target: TARGET, "booted system: cannot write {run}/{STATE}: {e}; systemd-sysext.service will refresh as usual");
         return;
     }
-    let mut certs = 0;
-    for (name, text) in certificates(trusted, sysroot) {
+    let mut copied = 0;
+    for (name, text) in certificates(certs.trusted, sysroot) {
         match text.and_then(|t| write(&certs_dir(run), &name, &t)) {
-            Ok(_) => certs += 1,
+            Ok(_) => copied += 1,
             Err(e) => warn!(target: TARGET, "booted system: cannot copy certificate {name} to {}: {e}", certs_dir(run)),
         }
     }
-    if certs > 0 {
-        wrote.push(format!("{certs} certificate(s) to {}", certs_dir(run)));
+    if copied > 0 {
+        wrote.push(format!("{copied} certificate(s) to {}", certs_dir(run)));
+    }
+    let mut masks = 0;
+    for name in certs.masked {
+        match mask(run, name) {
+            Ok(()) => masks += 1,
+            Err(e) => warn!(target: TARGET, "booted system: cannot mask certificate {name} in {}: {e}", certs_dir(run)),
+        }
+    }
+    if masks > 0 {
+        wrote.push(format!("{masks} mask(s) to {}", certs_dir(run)));
     }
     for (rel, text, why) in [
         (CONF, conf(systemd, policy), "ImagePolicy="),

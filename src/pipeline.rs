@@ -43,6 +43,8 @@ pub struct Prepared {
     pub faults: Faults,
     pub policy: Policy,
     pub trusted: Vec<TrustedCert>,
+    /// Certificate names masked in the initrd, for the booted system.
+    pub masked: Vec<String>,
     /// A decision was made here (not disabled, not merged before us): hand it over.
     pub decided: bool,
 }
@@ -159,7 +161,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
         n => format!(", {n} unusable"),
     };
     log::info!(target: report::TARGET, "policy {}: {} trusted certificate(s){unusable}", policy.as_str(), certs.trusted.len());
-    let trusted = certs.trusted;
+    let (trusted, masked) = (certs.trusted, certs.masked);
 
     let found = discover::discover(root.as_fd(), &mut notes);
     let kinds: Vec<_> =
@@ -221,7 +223,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
     // Images we will not merge let go of their loop devices now.
     let merging = plan.merged_names();
     staged.retain(|name, _| merging.contains(name));
-    Ok(Prepared { root, plan, staged, targets, faults, policy, trusted, decided })
+    Ok(Prepared { root, plan, staged, targets, faults, policy, trusted, masked, decided })
 }
 
 /// The whole merge. Returns whether every hierarchy that had something to merge got merged.
@@ -239,7 +241,8 @@ pub fn merge(opts: &Options) -> Result<bool> {
         log::warn!(target: report::TARGET, "cannot write {}: {e}", opts.report);
     }
     if p.decided {
-        handover::hand_over(p.root.as_fd(), &opts.sysroot, &opts.run, p.policy, &p.trusted, &p.plan, &outcomes);
+        let certs = handover::Certs { trusted: &p.trusted, masked: &p.masked };
+        handover::hand_over(p.root.as_fd(), &opts.sysroot, &opts.run, p.policy, certs, &p.plan, &outcomes);
     }
     Ok(!outcomes.iter().any(|(_, o)| matches!(o, Outcome::Failed { .. })))
 }

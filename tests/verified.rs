@@ -273,6 +273,16 @@ fn a_mask_in_the_initrd_revokes_a_key_of_the_sysroot() {
         assert!(out.stdout.contains(&format!("note: certificate {} is masked", m.display())), "{mask}: {}", out.all());
         assert_skip(&out, "signed", "its signature cannot be checked: no usable trusted certificate is installed");
     }
+    // The revocation outlives switch-root: the mask is handed over to /run/verity.d, where the
+    // booted systemd looks before the root's /usr/lib/verity.d.
+    let out =
+        s.sh("\"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\" --certs \"$D/certs\" --run \"$D/run\"");
+    assert_eq!(
+        fs::read_link(s.dir.join("run/verity.d/vendor.crt")).ok(),
+        Some(PathBuf::from("/dev/null")),
+        "{}",
+        out.all()
+    );
 }
 
 /// The dracut module takes the build system's /etc/verity.d and /usr/lib/verity.d into the

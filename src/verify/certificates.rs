@@ -29,6 +29,8 @@ pub struct Certificates {
     pub trusted: Vec<TrustedCert>,
     /// Paths of the entries (or directories) that trust nothing; each has a note saying why.
     pub unusable: Vec<String>,
+    /// File names that are masked (`NAME.crt`): the booted system must not trust them either.
+    pub masked: Vec<String>,
 }
 
 impl Certificates {
@@ -151,6 +153,7 @@ pub fn load(initrd_dirs: &[String], root: BorrowedFd, sysroot: &str, notes: &mut
                 Ok(Entry::Masked(how)) => {
                     notes.push(format!("certificate {path} is masked ({how}): it trusts nothing"));
                     out.unusable.push(path);
+                    out.masked.push(name.clone());
                 }
                 Err(reason) => {
                     notes.push(format!("certificate {path} is unusable and trusts nothing: {reason}"));
