@@ -286,8 +286,9 @@ check_policy_after_boot() {
 # --- 11: dm-verity device lifecycle (issue 10, item 8) ---------------------
 # One boot; in the booted guest the real binary runs 25 times in a tight loop
 # against scratch sysroots: failed mounts of a signed DDI with a flipped
-# superblock, then merge/unmerge of the good one (guest/dm-lifecycle.sh).
-# No device may be left behind and no create may fail.
+# superblock, then merge/unmerge of the good one, while a prober holds every
+# dm device open for a moment as udev does (guest/dm-lifecycle.sh). No device
+# may be left behind and no create may fail.
 SCENARIOS+=(dm-lifecycle)
 S_INITRD[dm-lifecycle]=signed
 prep_dm_lifecycle() {
@@ -308,9 +309,8 @@ prep_dm_lifecycle() {
 check_dm_lifecycle() {
     has "every failed mount skipped the image, no create failed" scenario \
         '^failed mounts: runs=25 skipped=25 create-failures=0$'
-    has "no dm device left after the failed mounts" scenario '^dm devices left after the failed mounts: 0$'
     has "merge/unmerge 25 times, every create worked" scenario \
         '^merge loop: runs=25 merged=25 unmerged=25 create-failures=0$'
-    has "no dm device left after the merge loop" scenario '^dm devices left after the merge loop: 0$'
+    has "no dm device left once the prober let go" scenario '^dm devices left after both loops: 0$'
     hasnt "no device removal failed" scenario '(cannot remove|removing) device-mapper device'
 }

@@ -7,8 +7,12 @@
 #         after the checks pass, while udev probes the new dm device
 #   good  the signed DDI: merge, unmerge, merge, ... (a device of the same
 #         image may still be on its way out when the next one is created)
-# Then, after udev settles, no device-mapper device may be left. Prints one
-# summary line per phase; the host judges them.
+# Meanwhile a prober holds every dm device open, 1.5 s at a time, as udev's
+# blkid does for a moment when a device appears: under TCG udev is slower than
+# a failed mount, so the race where an immediate remove meets EBUSY would
+# rarely show; here it always does. Then, with the prober gone and udev
+# settled, no device-mapper device may be left. Prints one summary line per
+# phase; the host judges them.
 # shellcheck disable=SC1091,SC2154 # runs and name come from params
 set -u
 d=/var/lib/its/dm
@@ -35,6 +39,23 @@ merge() {
 # create_failed OUTPUT: whether a device could not be created or removed in it.
 create_failed() { grep -Eq 'creating (a )?device-mapper device|(cannot remove|removing) device-mapper device' <<<"$1"; }
 
+# hold: while /tmp/dm-hold exists, open every dm device, keep it 1.5 s, let go.
+hold() {
+    local d fd fds
+    while [[ -e /tmp/dm-hold ]]; do
+        fds=()
+        for d in /sys/block/dm-*; do
+            [[ -e $d ]] && { exec {fd}<"/dev/${d##*/}"; } 2>/dev/null && fds+=("$fd")
+        done
+        sleep 1.5
+        for fd in "${fds[@]}"; do exec {fd}<&-; done
+        sleep 0.05
+    done
+}
+: >/tmp/dm-hold
+hold &
+holder=$!
+
 skipped=0 create=0
 for ((i = 0; i < runs; i++)); do
     out=$(merge bad)
@@ -46,7 +67,6 @@ for ((i = 0; i < runs; i++)); do
     create_failed "$out" && { create=$((create + 1)); echo "run $i, bad: $out"; }
 done
 echo "failed mounts: runs=$runs skipped=$skipped create-failures=$create"
-settled "the failed mounts"
 
 merged=0 create=0 unmerged=0
 for ((i = 0; i < runs; i++)); do
@@ -60,4 +80,6 @@ for ((i = 0; i < runs; i++)); do
     initrd-sysext unmerge --sysroot "$d/good" >/dev/null 2>&1 && unmerged=$((unmerged + 1))
 done
 echo "merge loop: runs=$runs merged=$merged unmerged=$unmerged create-failures=$create"
-settled "the merge loop"
+rm /tmp/dm-hold
+wait "$holder"
+settled "both loops"
