@@ -7,10 +7,10 @@
 #         after the checks pass, while udev probes the new dm device
 #   good  the signed DDI: merge, unmerge, merge, ... (a device of the same
 #         image may still be on its way out when the next one is created)
-# Meanwhile a prober holds every dm device open, 1.5 s at a time, as udev's
-# blkid does for a moment when a device appears: under TCG udev is slower than
-# a failed mount, so the race where an immediate remove meets EBUSY would
-# rarely show; here it always does. Then, with the prober gone and udev
+# Meanwhile a prober opens every new dm device at once and holds it 1.5 s, as
+# udev's blkid does for a moment when a device appears: under TCG udev is
+# slower than a failed mount, so the race where an immediate remove meets
+# EBUSY would rarely show; here it does. Then, with the prober gone and udev
 # settled, no device-mapper device may be left. Prints one summary line per
 # phase; the host judges them.
 # shellcheck disable=SC1091,SC2154 # runs and name come from params
@@ -39,18 +39,31 @@ merge() {
 # create_failed OUTPUT: whether a device could not be created or removed in it.
 create_failed() { grep -Eq 'creating (a )?device-mapper device|(cannot remove|removing) device-mapper device' <<<"$1"; }
 
-# hold: while /tmp/dm-hold exists, open every dm device, keep it 1.5 s, let go.
+# hold: while /tmp/dm-hold exists, open each dm device as soon as it appears
+# and keep it open 1.5 s, once per device (a device's sysfs inode tells a new
+# one from an old one of the same name).
 hold() {
-    local d fd fds
+    local d key now fd
+    local -A fds=() since=() seen=()
     while [[ -e /tmp/dm-hold ]]; do
-        fds=()
+        now=${EPOCHREALTIME/./}
         for d in /sys/block/dm-*; do
-            [[ -e $d ]] && { exec {fd}<"/dev/${d##*/}"; } 2>/dev/null && fds+=("$fd")
+            [[ -e $d ]] || continue
+            key=${d##*/}:$(stat -Lc %i "$d" 2>/dev/null)
+            [[ -n ${seen[$key]:-} ]] && continue
+            seen[$key]=1
+            { exec {fd}<"/dev/${d##*/}"; } 2>/dev/null && fds[$key]=$fd since[$key]=$now
         done
-        sleep 1.5
-        for fd in "${fds[@]}"; do exec {fd}<&-; done
-        sleep 0.05
+        for key in "${!fds[@]}"; do
+            if ((now - since[$key] > 1500000)); then
+                fd=${fds[$key]}
+                exec {fd}<&-
+                unset "fds[$key]" "since[$key]"
+            fi
+        done
+        sleep 0.01
     done
+    for fd in "${fds[@]}"; do exec {fd}<&-; done
 }
 : >/tmp/dm-hold
 hold &
