@@ -105,7 +105,8 @@ pub fn stage(name: &str, what: Stageable, faults: &Faults) -> Result<Staged> {
 /// A hierarchy of the sysroot, as found before merging.
 pub struct Target {
     pub hierarchy: Hierarchy,
-    /// Absolute path on this system: `/sysroot/usr`.
+    /// Absolute path on this system, where the hierarchy really is: `/sysroot/usr`, or
+    /// `/sysroot/var/opt` when `/opt` is a symlink to `var/opt` (ostree).
     pub path: String,
     /// `O_PATH` fd of the directory before any merge; `None` if it does not exist.
     pub fd: Option<OwnedFd>,

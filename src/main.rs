@@ -164,7 +164,6 @@ fn status(opts: &Options) -> Result<()> {
 
 fn unmerge(opts: &Options) -> Result<()> {
     let root = pipeline::open_root(&opts.sysroot)?;
-    let base = sys::fs::real_path(root.as_fd())?;
     for h in Hierarchy::ALL {
         // Several merges may be stacked (systemd's refresh bug, Flatcar#1976): peel them all.
         loop {
@@ -174,8 +173,10 @@ fn unmerge(opts: &Options) -> Result<()> {
             if state::read(dir.as_fd())?.is_none() {
                 break;
             }
+            // The mount point, resolved inside the root: a symlinked hierarchy (/opt -> var/opt)
+            // is merged where it leads, and the unmount never follows a link.
+            let path = sys::fs::real_path(dir.as_fd())?;
             drop(dir);
-            let path = format!("{}/{}", base.trim_end_matches('/'), h.dir());
             sys::mount::detach(&path)?;
             println!("unmerged {path}");
         }

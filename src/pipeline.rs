@@ -68,11 +68,14 @@ fn host(root: &OwnedFd) -> std::result::Result<Host, String> {
 }
 
 fn target(root: &OwnedFd, h: Hierarchy) -> Result<Target> {
-    let path = format!("{}/{}", real_path(root.as_fd())?.trim_end_matches('/'), h.dir());
+    let mut path = format!("{}/{}", real_path(root.as_fd())?.trim_end_matches('/'), h.dir());
     let (fd, state) = match open_in_root(root.as_fd(), h.dir(), OFlags::PATH) {
         Err(e) if Errno::from_io_error(&e) == Some(Errno::NOENT) => (None, HierarchyState::Missing),
         Err(e) => (None, HierarchyState::Unusable { reason: format!("{path}: {e}") }),
         Ok(fd) => {
+            // Where a symlinked hierarchy (ostree's /opt -> var/opt) really is, inside the root:
+            // that path is the one to mount on, look for submounts under and unmount.
+            path = real_path(fd.as_fd())?;
             let st = fstat(&fd).with_context(|| format!("stat {path}"))?;
             if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
                 let reason = format!("{path} is a {}, not a directory", describe_type(st.st_mode));

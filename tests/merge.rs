@@ -598,3 +598,95 @@ fn a_fifo_in_the_merge_state_hangs_nothing() {
     assert!(out.stdout.contains("merge-rc=0"), "{}", out.all());
     assert!(mounts(&out).contains(&format!("{}/usr overlay sysext", s.sysroot.display())), "{}", out.all());
 }
+
+/// A sysroot whose /opt is a symlink (`link`) to var/opt, with a submount at var/opt/data, and
+/// an image that adds /opt/tools.
+fn symlinked_opt(link: &str) -> Scratch {
+    let s = Scratch::new();
+    std::fs::remove_dir(s.path("opt")).unwrap();
+    std::fs::create_dir_all(s.path("var/opt/data")).unwrap();
+    std::fs::write(s.path("var/opt/base-file"), "base\n").unwrap();
+    std::os::unix::fs::symlink(link, s.path("opt")).unwrap();
+    let t =
+        s.tree("tools", &[("usr/lib/extension-release.d/extension-release.tools", GOOD), ("opt/tools/bin", "tool\n")]);
+    s.squashfs(&t, "var/lib/extensions/tools.raw");
+    s
+}
+
+/// Mount the submount and, in this namespace only, a decoy over the initrd's own /var/opt: an
+/// absolute link must never lead there.
+const SYMLINK_SETUP: &str = "mount -t tmpfs data \"$S/var/opt/data\" && echo kept > \"$S/var/opt/data/file\"\n\
+     mkdir -p /var/opt && mount -t tmpfs decoy /var/opt && echo initrd > /var/opt/decoy\n";
+
+fn merge_and_unmerge_through_a_symlinked_hierarchy(link: &str) {
+    let s = symlinked_opt(link);
+    // Read through the link's target: in this namespace an absolute link leads to the decoy.
+    let out = s.sh(&format!(
+        "{SYMLINK_SETUP}\"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\"; echo rc=$?\n\
+         O=\"$S/var/opt\"; cat \"$O/tools/bin\" \"$O/base-file\" \"$O/data/file\"; ls \"$O\" /var/opt; {MOUNTS}\n\
+         \"$B\" status --sysroot \"$S\"; \"$B\" unmerge --sysroot \"$S\"; echo unmerge=$?; ls \"$O\"; {MOUNTS}"
+    ));
+    let root = s.sysroot.display();
+    // The merge sits on the link's target inside the sysroot, over the sysroot's own files, with
+    // the submount kept and nothing of the initrd's /var/opt.
+    assert!(
+        out.stdout.contains(&format!(
+            "rc=0\ntool\nbase\nkept\n{root}/var/opt:\nbase-file\ndata\ntools\n\n/var/opt:\ndecoy\n"
+        )),
+        "{link}: {}",
+        out.all()
+    );
+    let first = out.stdout.split("--end").next().unwrap();
+    assert!(
+        first.contains(&format!("{root}/var/opt overlay sysext\n{root}/var/opt/data tmpfs data")),
+        "{link}: {}",
+        out.all()
+    );
+    assert!(out.stdout.contains("/opt\ttools\tsince "), "{link}: {}", out.all());
+    assert!(
+        out.stdout.contains(&format!(
+            "unmerged {root}/var/opt\nunmerge=0\nbase-file\ndata\n--mounts\n{root}/var/opt/data tmpfs data\n--end"
+        )),
+        "{link}: {}",
+        out.all()
+    );
+}
+
+#[test]
+fn a_relative_symlink_hierarchy_is_merged_where_it_leads() {
+    merge_and_unmerge_through_a_symlinked_hierarchy("var/opt");
+}
+
+#[test]
+fn an_absolute_symlink_hierarchy_is_merged_inside_the_sysroot() {
+    merge_and_unmerge_through_a_symlinked_hierarchy("/var/opt");
+}
+
+#[test]
+fn a_symlinked_hierarchy_is_rolled_back_where_it_leads() {
+    for link in ["var/opt", "/var/opt"] {
+        let s = symlinked_opt(link);
+        let out = s.sh_env(
+            &format!(
+                "{SYMLINK_SETUP}\"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\"; echo rc=$?\n\
+                 ls \"$S/var/opt\"; cat \"$S/var/opt/data/file\"; {MOUNTS}"
+            ),
+            &[("INITRD_SYSEXT_TEST_FAULTS", "attach=opt")],
+        );
+        let root = s.sysroot.display();
+        assert!(
+            out.stdout.contains(&format!(
+                "rc=1\nbase-file\ndata\nkept\n--mounts\n{root}/var/opt/data tmpfs data\n{root}/usr overlay sysext\n--end"
+            )),
+            "{link}: {}",
+            out.all()
+        );
+        assert!(
+            out.stderr.contains(&format!(
+                "/opt: merge failed, left untouched: injected failure after mounting the overlay on {root}/var/opt; rolled back"
+            )),
+            "{link}: {}",
+            out.stderr
+        );
+    }
+}
