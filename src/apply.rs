@@ -3,9 +3,10 @@
 //! attached in one move. Staging never shows in the mount table, and the loop devices go away
 //! with the overlay (Flatcar#1976).
 //!
-//! All or nothing per hierarchy: an overlay that cannot be built is retried without the layer
+//! All or nothing per hierarchy: an overlay that cannot be built is retried without the layers
 //! that broke it, so one bad image never costs the good ones; a failure after attaching detaches
-//! the overlay again and leaves the hierarchy as it was.
+//! the overlay again and leaves the hierarchy as it was. What each overlay's extension list
+//! names is exactly what is merged.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -15,11 +16,12 @@ use rustix::fs::{mkdirat, Mode, OFlags};
 
 use crate::error::{Context, Error, Result};
 use crate::inspect::ImageRoot;
-use crate::plan::{Action, Hierarchy, HierarchyState, Plan};
+use crate::plan::{Action, Hierarchy, HierarchyState, Outcome, Plan};
 use crate::state;
 use crate::sys::fs::{open_in_root, proc_path};
 use crate::sys::identity;
 use crate::sys::loopdev::{self, Range};
+use crate::sys::mount::{Mechanism, OverlayApi};
 use crate::sys::staging::{self, Staging};
 use crate::sys::{devmapper, mount};
 use crate::verify::evidence::{Region, Source};
@@ -32,6 +34,10 @@ pub struct Faults {
     overlay: Vec<String>,
     attach: Vec<String>,
     pub loop_control: Option<String>,
+    /// `overlay-api=lowerdir+|lowerdir|mount`: act as on a kernel with `lowerdir+`, as on one
+    /// without (fsconfig `lowerdir=` when it fits, else mount(2)), or always use mount(2).
+    overlay_api: Option<OverlayApi>,
+    overlay_options: bool,
 }
 
 impl Faults {
@@ -42,6 +48,9 @@ impl Faults {
                 Some(("overlay", v)) => f.overlay.push(v.into()),
                 Some(("attach", v)) => f.attach.push(v.into()),
                 Some(("loop-control", v)) => f.loop_control = Some(v.into()),
+                Some(("overlay-api", "lowerdir+")) => f.overlay_api = Some(OverlayApi::Append),
+                Some(("overlay-api", "lowerdir")) => f.overlay_api = Some(OverlayApi::Parsed),
+                Some(("overlay-api", "mount")) => (f.overlay_api, f.overlay_options) = (Some(OverlayApi::Parsed), true),
                 _ => {}
             }
         }
@@ -113,14 +122,6 @@ pub struct Target {
     pub state: HierarchyState,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Merged { layers: Vec<String>, took: Duration },
-    AlreadyMerged { extensions: Vec<String> },
-    Nothing,
-    Failed { reason: String },
-}
-
 fn has_entries(fd: BorrowedFd) -> bool {
     open_in_root(fd, ".", OFlags::RDONLY | OFlags::DIRECTORY)
         .ok()
@@ -128,44 +129,187 @@ fn has_entries(fd: BorrowedFd) -> bool {
         .is_some_and(|l| !l.is_empty())
 }
 
-/// Build one hierarchy's overlay, detached, inside the staging namespace. `host` is the
-/// hierarchy's path, opened here so that it is a mount of this namespace.
-fn build(
-    staging: &mut Staging,
-    h: Hierarchy,
-    layers: &[String],
-    names: &[String],
-    staged: &HashMap<String, Staged>,
-    host: Option<&str>,
-    faults: &Faults,
-) -> Result<(OwnedFd, OwnedFd)> {
-    if let Some(bad) = layers.iter().find(|l| faults.overlay.contains(l)) {
-        return Err(Error::msg(format!("overlay: injected failure for layer {bad}")));
+/// Builds overlays inside the staging namespace.
+struct Builder<'a> {
+    staging: &'a mut Staging,
+    staged: &'a HashMap<String, Staged>,
+    faults: &'a Faults,
+    api: OverlayApi,
+}
+
+/// A built overlay, detached, waiting to be attached.
+struct Built {
+    hierarchy: Hierarchy,
+    layers: Vec<String>,
+    overlay: OwnedFd,
+    /// The META layer, still writable: the origin file goes in once the merge is known.
+    meta: OwnedFd,
+    took: Duration,
+    via: Mechanism,
+}
+
+/// What became of one hierarchy in a round of building.
+enum Step {
+    Built(Built),
+    /// These images (name, reason) must go; the names of the merge changed, so the round starts over.
+    LeftOut(Vec<(String, String)>),
+    Failed(String),
+}
+
+impl Builder<'_> {
+    /// One overlay `META : layers : host`; `names` is what META's extension list says.
+    fn build(
+        &mut self,
+        h: Hierarchy,
+        layers: &[String],
+        names: &[String],
+        host: Option<BorrowedFd>,
+    ) -> Result<(OwnedFd, OwnedFd, Mechanism)> {
+        if let Some(bad) = layers.iter().find(|l| self.faults.overlay.contains(l)) {
+            return Err(Error::msg(format!("overlay: injected failure for layer {bad}")));
+        }
+        let meta = mount::tmpfs()?;
+        state::write_extensions(meta.as_fd(), names)?;
+        self.staging.add(&meta)?;
+        // Keep every layer's fd open until the overlay holds its own references.
+        let mut fds =
+            vec![open_in_root(meta.as_fd(), ".", OFlags::PATH | OFlags::DIRECTORY).context("opening the META layer")?];
+        for name in layers {
+            let image = self.staged.get(name).ok_or_else(|| Error::msg(format!("{name} was not staged")))?.root();
+            // Resolved inside the image: a `usr` symlink in an image cannot point at our own root.
+            fds.push(
+                image
+                    .open(h.dir(), OFlags::PATH | OFlags::DIRECTORY)
+                    .with_context(|| format!("opening {} in {name}", h.path()))?,
+            );
+        }
+        let mut borrowed: Vec<BorrowedFd> = fds.iter().map(|fd| fd.as_fd()).collect();
+        borrowed.extend(host);
+        let paths: Vec<String> = borrowed.iter().map(|fd| proc_path(*fd)).collect();
+        let via = if self.faults.overlay_options { Mechanism::Options } else { self.api.mechanism(&paths) };
+        let overlay = self.staging.overlay(&borrowed, via)?;
+        state::write_dev(meta.as_fd(), overlay.as_fd())?;
+        if let Some(host) = host {
+            state::write_backing(meta.as_fd(), host)?;
+        }
+        Ok((overlay, meta, via))
     }
-    let meta = mount::tmpfs()?;
-    state::write_extensions(meta.as_fd(), names)?;
-    staging.add(&meta)?;
-    // Keep every layer's fd open until the overlay holds its own references.
-    let mut fds =
-        vec![open_in_root(meta.as_fd(), ".", OFlags::PATH | OFlags::DIRECTORY).context("opening the META layer")?];
-    for name in layers {
-        let image = staged.get(name).ok_or_else(|| Error::msg(format!("{name} was not staged")))?.root();
-        // Resolved inside the image: a `usr` symlink in an image cannot point at our own root.
-        fds.push(
-            image
-                .open(h.dir(), OFlags::PATH | OFlags::DIRECTORY)
-                .with_context(|| format!("opening {} in {name}", h.path()))?,
-        );
+
+    /// The overlay of one hierarchy, or which images must go for it to be built: one bad image
+    /// never costs the good ones.
+    fn hierarchy(&mut self, h: Hierarchy, layers: &[String], names: &[String], host: Option<BorrowedFd>) -> Step {
+        let start = Instant::now();
+        // META and the host are layers too; the oldest extensions give way.
+        let room = mount::MAX_LOWER_LAYERS - 1 - usize::from(host.is_some());
+        if layers.len() > room {
+            let reason = format!(
+                "left out of {}: overlayfs stacks at most {} layers, and {room} newer extensions fill it",
+                h.path(),
+                mount::MAX_LOWER_LAYERS
+            );
+            return Step::LeftOut(layers[room..].iter().map(|n| (n.clone(), reason.clone())).collect());
+        }
+        let error = match self.build(h, layers, names, host) {
+            Ok((overlay, meta, via)) => {
+                let layers = layers.to_vec();
+                return Step::Built(Built { hierarchy: h, layers, overlay, meta, took: start.elapsed(), via });
+            }
+            Err(e) => e,
+        };
+        // A layer the kernel refuses next to the host alone goes.
+        let alone: Vec<(String, String)> = layers
+            .iter()
+            .filter_map(|l| {
+                let e = self.build(h, std::slice::from_ref(l), names, host).err()?;
+                Some((l.clone(), format!("overlay refused it: {e}")))
+            })
+            .collect();
+        if !alone.is_empty() {
+            return Step::LeftOut(alone);
+        }
+        // Refused only together with others: stack them newest first and leave out each layer
+        // that breaks the overlay.
+        let mut kept: Vec<String> = Vec::new();
+        let mut refused = Vec::new();
+        for l in layers {
+            kept.push(l.clone());
+            if let Err(e) = self.build(h, &kept, names, host) {
+                kept.pop();
+                refused.push((l.clone(), format!("overlay refused it below {} newer layer(s): {e}", kept.len())));
+            }
+        }
+        if refused.is_empty() {
+            Step::Failed(error.to_string())
+        } else {
+            Step::LeftOut(refused)
+        }
     }
-    // An empty host directory is left out, as systemd does.
-    let host = host.map(staging::open_path).transpose()?.filter(|fd| has_entries(fd.as_fd()));
-    let paths: Vec<String> = fds.iter().chain(&host).map(|fd| proc_path(fd.as_fd())).collect();
-    let overlay = mount::overlay(&paths)?;
-    state::write_dev(meta.as_fd(), overlay.as_fd())?;
-    if let Some(host) = &host {
-        state::write_backing(meta.as_fd(), host.as_fd())?;
+}
+
+/// The host directory as a layer, opened in the staging namespace so that it is a mount of it;
+/// `None` when it is empty, which systemd leaves out too.
+fn host_layer(t: &Target) -> Result<Option<OwnedFd>> {
+    if t.fd.is_none() {
+        return Ok(None);
     }
-    Ok((overlay, meta))
+    let fd = staging::open_path(&t.path)?;
+    Ok(has_entries(fd.as_fd()).then_some(fd))
+}
+
+/// Images whose every hierarchy failed are not merged; say whether there were any new ones.
+fn demote_lost(plan: &mut Plan, outcomes: &HashMap<Hierarchy, Outcome>) -> bool {
+    let failed = |h: &Hierarchy| matches!(outcomes.get(h), Some(Outcome::Failed { .. }));
+    let lost: Vec<String> = plan
+        .images
+        .iter()
+        .filter(|d| d.action == Action::Merge && d.content.iter().all(failed))
+        .map(|d| d.name.clone())
+        .collect();
+    for name in &lost {
+        plan.demote(name, "its hierarchies could not be merged (see above)".into());
+    }
+    !lost.is_empty()
+}
+
+/// Build every overlay the plan asks for that has no outcome yet. Each pass either builds them
+/// all, or removes at least one image, or gives up on a hierarchy, so this ends.
+fn build_round(
+    b: &mut Builder,
+    plan: &mut Plan,
+    targets: &[Target],
+    outcomes: &mut HashMap<Hierarchy, Outcome>,
+) -> Vec<Built> {
+    'round: loop {
+        let names = plan.merged_names();
+        let mut built = Vec::new();
+        for hp in plan.hierarchies.clone() {
+            if hp.layers.is_empty() || outcomes.contains_key(&hp.hierarchy) {
+                continue;
+            }
+            let t = targets.iter().find(|t| t.hierarchy == hp.hierarchy).expect("a target per hierarchy");
+            let step = match host_layer(t) {
+                Ok(host) => b.hierarchy(hp.hierarchy, &hp.layers, &names, host.as_ref().map(|fd| fd.as_fd())),
+                Err(e) => Step::Failed(e.to_string()),
+            };
+            match step {
+                Step::Built(o) => built.push(o),
+                Step::LeftOut(images) => {
+                    for (name, reason) in images {
+                        plan.demote(&name, reason);
+                    }
+                    continue 'round;
+                }
+                Step::Failed(reason) => {
+                    outcomes.insert(hp.hierarchy, Outcome::Failed { reason });
+                    // The overlays built so far list names that are now lost.
+                    if demote_lost(plan, outcomes) {
+                        continue 'round;
+                    }
+                }
+            }
+        }
+        return built;
+    }
 }
 
 /// Attach a built overlay; keep submounts visible by re-attaching recursive clones of them on top
@@ -190,57 +334,84 @@ fn attach(t: &Target, overlay: &OwnedFd, faults: &Faults) -> Result<()> {
     })
 }
 
-/// Per hierarchy: its layers, the overlay and its META layer (still writable), and the build time.
-type Built = Vec<(Hierarchy, Vec<String>, OwnedFd, OwnedFd, Duration)>;
+/// A missing hierarchy is created, as systemd-sysext does.
+fn create(root: BorrowedFd, t: &mut Target) -> Result<()> {
+    mkdirat(root, t.hierarchy.dir(), Mode::from_raw_mode(0o755)).with_context(|| format!("creating {}", t.path))?;
+    let fd = open_in_root(root, t.hierarchy.dir(), OFlags::PATH | OFlags::DIRECTORY)
+        .with_context(|| format!("opening {}", t.path))?;
+    t.fd = Some(fd);
+    Ok(())
+}
 
-/// Build every overlay the plan asks for. Each round either builds them all or removes at least
-/// one image (or gives up on a hierarchy), so this ends.
-fn build_all(
-    plan: &mut Plan,
-    staged: &HashMap<String, Staged>,
-    targets: &[Target],
+/// Attach what was built; the hierarchies attached now. `metas` gets their META layers.
+fn attach_all(
+    built: Vec<Built>,
+    root: BorrowedFd,
+    targets: &mut [Target],
     faults: &Faults,
     outcomes: &mut HashMap<Hierarchy, Outcome>,
-) -> Result<Built> {
+    metas: &mut HashMap<Hierarchy, OwnedFd>,
+) -> Vec<Hierarchy> {
+    let mut attached = Vec::new();
+    for b in built {
+        let t = targets.iter_mut().find(|t| t.hierarchy == b.hierarchy).expect("a target per hierarchy");
+        let start = Instant::now();
+        let outcome = match (if t.fd.is_none() { create(root, t) } else { Ok(()) })
+            .and_then(|()| attach(t, &b.overlay, faults))
+        {
+            Ok(()) => {
+                attached.push(b.hierarchy);
+                metas.insert(b.hierarchy, b.meta);
+                Outcome::Merged { layers: b.layers, took: b.took + start.elapsed(), via: b.via.as_str() }
+            }
+            Err(e) => Outcome::Failed { reason: e.to_string() },
+        };
+        outcomes.insert(b.hierarchy, outcome);
+    }
+    attached
+}
+
+/// Build and attach until what is mounted and what each overlay's extension list says agree.
+fn apply_rounds(
+    plan: &mut Plan,
+    staged: &HashMap<String, Staged>,
+    root: BorrowedFd,
+    targets: &mut [Target],
+    faults: &Faults,
+    outcomes: &mut HashMap<Hierarchy, Outcome>,
+    metas: &mut HashMap<Hierarchy, OwnedFd>,
+) -> Result<()> {
     let mut staging = Staging::enter()?;
     for s in staged.values() {
         staging.add(&s.mount)?;
     }
-    'round: loop {
-        let names = plan.merged_names();
-        let mut built = Vec::new();
-        for hp in plan.hierarchies.clone() {
-            if hp.layers.is_empty() || outcomes.contains_key(&hp.hierarchy) {
-                continue;
-            }
-            let t = targets.iter().find(|t| t.hierarchy == hp.hierarchy).expect("a target per hierarchy");
-            let host = t.fd.as_ref().map(|_| t.path.as_str());
-            let start = Instant::now();
-            match build(&mut staging, hp.hierarchy, &hp.layers, &names, staged, host, faults) {
-                Ok((o, meta)) => built.push((hp.hierarchy, hp.layers.clone(), o, meta, start.elapsed())),
-                Err(e) => {
-                    // Which layers cannot be stacked even alone? Those go; the rest are retried.
-                    let bad: Vec<(String, Error)> = hp
-                        .layers
-                        .iter()
-                        .filter_map(|l| {
-                            build(&mut staging, hp.hierarchy, std::slice::from_ref(l), &names, staged, None, faults)
-                                .err()
-                                .map(|e| (l.clone(), e))
-                        })
-                        .collect();
-                    if bad.is_empty() {
-                        outcomes.insert(hp.hierarchy, Outcome::Failed { reason: e.to_string() });
-                    }
-                    for (name, err) in bad {
-                        plan.demote(&name, format!("overlay refused it: {err}"));
-                    }
-                    continue 'round;
-                }
-            }
-        }
+    let api = match faults.overlay_api {
+        Some(api) => api,
+        None => staging.probe_overlay_api()?,
+    };
+    loop {
+        let built = build_round(&mut Builder { staging: &mut staging, staged, faults, api }, plan, targets, outcomes);
         staging.leave()?;
-        return Ok(built);
+        let attached = attach_all(built, root, targets, faults, outcomes, metas);
+        // Every overlay lists all merged names: one attached before another hierarchy failed may
+        // name an image that is now lost. Take it off and build it again without.
+        if !demote_lost(plan, outcomes) || attached.is_empty() {
+            return Ok(());
+        }
+        for h in attached {
+            let t = targets.iter().find(|t| t.hierarchy == h).expect("a target per hierarchy");
+            metas.remove(&h);
+            match mount::detach(&t.path) {
+                Ok(()) => outcomes.remove(&h),
+                Err(e) => outcomes.insert(
+                    h,
+                    Outcome::Failed {
+                        reason: format!("it names images that are not merged, and taking it off failed: {e}"),
+                    },
+                ),
+            };
+        }
+        staging.reenter()?;
     }
 }
 
@@ -279,53 +450,13 @@ pub fn apply(
     faults: &Faults,
 ) -> Vec<(Hierarchy, Outcome)> {
     let mut outcomes: HashMap<Hierarchy, Outcome> = HashMap::new();
-    let built = build_all(plan, staged, targets, faults, &mut outcomes).unwrap_or_else(|e| {
-        for hp in plan.hierarchies.iter().filter(|hp| !hp.layers.is_empty()) {
-            outcomes.insert(hp.hierarchy, Outcome::Failed { reason: e.to_string() });
-        }
-        Vec::new()
-    });
     let mut metas = HashMap::new();
-    for (h, layers, overlay, meta, took) in built {
-        let t = targets.iter_mut().find(|t| t.hierarchy == h).expect("a target per hierarchy");
-        if t.fd.is_none() {
-            // A missing hierarchy is created, as systemd-sysext does.
-            let made = mkdirat(root, h.dir(), Mode::from_raw_mode(0o755))
-                .with_context(|| format!("creating {}", t.path))
-                .and_then(|()| {
-                    open_in_root(root, h.dir(), OFlags::PATH | OFlags::DIRECTORY)
-                        .with_context(|| format!("opening {}", t.path))
-                });
-            match made {
-                Ok(fd) => t.fd = Some(fd),
-                Err(e) => {
-                    outcomes.insert(h, Outcome::Failed { reason: e.to_string() });
-                    continue;
-                }
-            }
+    if let Err(e) = apply_rounds(plan, staged, root, targets, faults, &mut outcomes, &mut metas) {
+        for hp in plan.hierarchies.iter().filter(|hp| !hp.layers.is_empty()) {
+            outcomes.entry(hp.hierarchy).or_insert_with(|| Outcome::Failed { reason: e.to_string() });
         }
-        let start = Instant::now();
-        let outcome = match attach(t, &overlay, faults) {
-            Ok(()) => {
-                metas.insert(h, meta);
-                Outcome::Merged { layers, took: took + start.elapsed() }
-            }
-            Err(e) => Outcome::Failed { reason: e.to_string() },
-        };
-        outcomes.insert(h, outcome);
     }
-    // An image is not merged if every hierarchy it needed failed.
-    let failed: Vec<Hierarchy> =
-        outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Failed { .. })).map(|(h, _)| *h).collect();
-    let lost: Vec<String> = plan
-        .images
-        .iter()
-        .filter(|d| d.action == Action::Merge && d.content.iter().all(|h| failed.contains(h)))
-        .map(|d| d.name.clone())
-        .collect();
-    for name in lost {
-        plan.demote(&name, "its hierarchies could not be merged (see above)".into());
-    }
+    demote_lost(plan, &outcomes);
     if !metas.is_empty() {
         identify_through_merge(plan, root, &metas.keys().copied().collect::<Vec<_>>());
         write_origin(plan, &metas);

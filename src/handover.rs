@@ -23,9 +23,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use log::{info, warn};
 use rustix::fs::{fstat, FileType, OFlags};
 
-use crate::apply::Outcome;
 use crate::cmdline::Policy;
 use crate::discover::Origin;
+use crate::plan::Outcome;
 use crate::plan::{Hierarchy, Plan};
 use crate::report::TARGET;
 use crate::sys::fs::{open_dir_in_root, open_in_root, read_limited};

@@ -8,14 +8,14 @@ use std::time::Instant;
 use rustix::fs::{fstat, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::apply::{self, Faults, Outcome, Stageable, Staged, Target};
+use crate::apply::{self, Faults, Stageable, Staged, Target};
 use crate::cmdline::Policy;
 use crate::cmdline::{self, Selection};
 use crate::discover::{self, Found, Object};
 use crate::error::{Context, Result};
 use crate::handover;
 use crate::inspect;
-use crate::plan::{self, Hierarchy, HierarchyState, ImageInput, Inputs, Plan};
+use crate::plan::{self, Hierarchy, HierarchyState, ImageInput, Inputs, Outcome, Plan};
 use crate::release;
 use crate::report;
 use crate::sys::fs::{describe_type, open_dir_in_root, open_in_root, read_limited, real_path, reopen_read};

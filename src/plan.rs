@@ -2,6 +2,8 @@
 //! host's release, the state of /usr and /opt and the command line. No syscalls here, so every
 //! rule is unit-tested without root.
 
+use std::time::Duration;
+
 use crate::cmdline::{Cmdline, Policy, Selection};
 use crate::discover::Origin;
 use crate::validate::{self, Conflict, Host, ReleaseFile};
@@ -117,6 +119,24 @@ pub struct HierarchyPlan {
     pub state: HierarchyState,
     /// Extension names, top layer first; the host directory goes below them.
     pub layers: Vec<String>,
+}
+
+/// What became of a hierarchy once the plan was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `layers` top first; `via` names how the kernel was given them.
+    Merged {
+        layers: Vec<String>,
+        took: Duration,
+        via: &'static str,
+    },
+    AlreadyMerged {
+        extensions: Vec<String>,
+    },
+    Nothing,
+    Failed {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

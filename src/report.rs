@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use log::{info, warn};
 
-use crate::apply::Outcome;
 use crate::json::Json;
-use crate::plan::{Action, Decision, Hierarchy, HierarchyState, Plan};
+use crate::plan::{Action, Decision, Hierarchy, HierarchyState, Outcome, Plan};
 
 pub const TARGET: &str = "initrd-sysext";
 pub const DEFAULT_REPORT: &str = "/run/initrd-sysext/report.json";
@@ -103,9 +102,9 @@ pub fn decision_line(d: &Decision, took: Option<Duration>) -> String {
 
 pub fn hierarchy_line(h: Hierarchy, o: &Outcome) -> String {
     match o {
-        Outcome::Merged { layers, took } => {
+        Outcome::Merged { layers, took, via } => {
             format!(
-                "{}: overlay of {} (top first) over the host, mounted in {}",
+                "{}: overlay of {} (top first) over the host, mounted in {} with {via}",
                 h.path(),
                 layers.join(", "),
                 ms(*took)
@@ -174,10 +173,11 @@ fn decision_json(d: &Decision) -> Json {
 
 fn outcome_json(o: &Outcome) -> Json {
     match o {
-        Outcome::Merged { layers, took } => Json::Obj(vec![
+        Outcome::Merged { layers, took, via } => Json::Obj(vec![
             ("result", "merged".into()),
             ("layers", Json::Arr(layers.iter().map(|l| l.as_str().into()).collect())),
             ("ms", Json::Num(took.as_millis() as u64)),
+            ("via", (*via).into()),
         ]),
         Outcome::AlreadyMerged { extensions } => Json::Obj(vec![
             ("result", "already-merged".into()),

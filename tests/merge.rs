@@ -547,17 +547,108 @@ fn failure_after_mounting_rolls_the_hierarchy_back() {
     assert!(s.report().contains(r#""result":"failed""#));
 }
 
+/// Merge with the overlay made as on a kernel with `lowerdir+` (6.8+), as on one without it
+/// (fsconfig `lowerdir=` when the list fits in 255 bytes, else the mount(2) option string), and
+/// with mount(2) always; show the extension list's length, the files and the log line.
+const ALL_APIS: [&str; 3] = ["lowerdir+", "lowerdir", "mount"];
+
+fn merge_with_overlay_apis(s: &Scratch, apis: &[&'static str]) -> Vec<(&'static str, Output)> {
+    apis.iter()
+        .copied()
+        .map(|api| {
+            let out = s.sh_env(
+                &format!(
+                    "\"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\"; echo rc=$?\n\
+                     wc -l < \"$S/usr/.systemd-sysext/extensions\"; ls \"$S/usr/bin\" | wc -l; {MOUNTS}"
+                ),
+                &[("INITRD_SYSEXT_TEST_FAULTS", &format!("overlay-api={api}"))],
+            );
+            (api, out)
+        })
+        .collect()
+}
+
 #[test]
-fn many_layers_merge_in_one_overlay() {
+fn many_layers_merge_in_one_overlay_whatever_the_kernel_takes() {
     let s = Scratch::new();
     for i in 0..128 {
         let name = format!("extension-with-a-rather-long-name-to-fill-the-option-string-{i:03}");
         s.image(&name, GOOD);
     }
-    let out =
-        s.merge_then(&format!("wc -l < \"$S/usr/.systemd-sysext/extensions\"; ls \"$S/usr/bin\" | wc -l; {MOUNTS}"));
-    assert!(out.stdout.contains("rc=0\n128\n129\n"), "{}", out.all());
-    assert_eq!(mounts(&out).len(), 1);
+    for (api, out) in merge_with_overlay_apis(&s, &ALL_APIS) {
+        assert!(out.stdout.contains("rc=0\n128\n129\n"), "{api}: {}", out.all());
+        assert_eq!(mounts(&out).len(), 1, "{api}: {}", out.all());
+        // 128 paths never fit in one fsconfig value: without lowerdir+ it is mount(2).
+        let via = if api == "lowerdir+" { "lowerdir+" } else { "mount(2) options" };
+        assert!(out.stderr.contains("-000 (top first) over the host, mounted in "), "{api}: {}", out.stderr);
+        assert!(out.stderr.contains(&format!(" ms with {via}\n")), "{api}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn a_short_list_goes_in_one_fsconfig_value() {
+    let s = Scratch::new();
+    s.image("a", GOOD);
+    s.image("b", GOOD);
+    for (api, out) in merge_with_overlay_apis(&s, &ALL_APIS) {
+        assert!(out.stdout.contains("rc=0\n2\n3\n"), "{api}: {}", out.all());
+        let via = match api {
+            "lowerdir" => "fsconfig lowerdir=",
+            "mount" => "mount(2) options",
+            _ => "lowerdir+",
+        };
+        assert!(out.stderr.contains("/usr: overlay of b, a (top first) over the host, mounted in "), "{}", out.stderr);
+        assert!(out.stderr.contains(&format!(" ms with {via}\n")), "{api}: {}", out.stderr);
+    }
+}
+
+/// `n` directory extensions `dir-001`…: layers without loop devices.
+fn directory_extensions(s: &Scratch, n: usize) {
+    for i in 1..=n {
+        let name = format!("dir-{i:03}");
+        s.tree(
+            &format!("../sysroot/var/lib/extensions/{name}"),
+            &[
+                (&format!("usr/lib/extension-release.d/extension-release.{name}"), GOOD),
+                (&format!("usr/bin/{name}"), "x"),
+            ],
+        );
+    }
+}
+
+#[test]
+fn more_than_a_page_of_options_still_merges() {
+    // 300 layers as /proc/self/fd paths are more than 4 KiB: mount(2) gets short names instead.
+    let s = Scratch::new();
+    directory_extensions(&s, 300);
+    for (api, out) in merge_with_overlay_apis(&s, &ALL_APIS) {
+        assert!(out.stdout.contains("rc=0\n300\n301\n"), "{api}: {}", out.all());
+        let via = if api == "lowerdir+" { "lowerdir+" } else { "mount(2) options" };
+        assert!(out.stderr.contains(&format!(" ms with {via}\n")), "{api}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn beyond_overlayfs_limit_the_oldest_are_left_out() {
+    // META, 498 extensions and the host are overlayfs's 500 layers; the oldest extension goes.
+    // Without lowerdir+ this is mount(2), so `lowerdir` would only repeat `mount`.
+    let s = Scratch::new();
+    directory_extensions(&s, 499);
+    for (api, out) in merge_with_overlay_apis(&s, &["lowerdir+", "mount"]) {
+        assert!(out.stdout.contains("rc=0\n498\n499\n"), "{api}: {}", out.all());
+        assert!(
+            out.stderr.contains(
+                "skipped dir-001 (/var/lib/extensions/dir-001): left out of /usr: overlayfs stacks at most 500 layers, and 498 newer extensions fill it"
+            ),
+            "{api}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("done in ") && out.stderr.contains(": 498 merged, 1 skipped"),
+            "{api}: {}",
+            out.stderr
+        );
+    }
 }
 
 #[test]
@@ -597,6 +688,64 @@ fn a_fifo_in_the_merge_state_hangs_nothing() {
     assert!(out.stdout.contains("/opt\tnone\nstatus-rc=0\n"), "{}", out.all());
     assert!(out.stdout.contains("merge-rc=0"), "{}", out.all());
     assert!(mounts(&out).contains(&format!("{}/usr overlay sysext", s.sysroot.display())), "{}", out.all());
+}
+
+#[test]
+fn a_layer_that_clashes_only_with_the_host_costs_only_itself() {
+    let s = Scratch::new();
+    // A directory extension that lives inside the /opt it extends: overlayfs refuses a layer
+    // inside another layer ("overlapping"), but only once the host's /opt is a layer too.
+    s.tree(
+        "../sysroot/opt/extensions/inside",
+        &[("usr/lib/extension-release.d/extension-release.inside", GOOD), ("opt/inside/file", "inside\n")],
+    );
+    std::fs::create_dir_all(s.path("etc/extensions")).unwrap();
+    std::os::unix::fs::symlink("/opt/extensions/inside", s.path("etc/extensions/inside")).unwrap();
+    let good =
+        s.tree("good", &[("usr/lib/extension-release.d/extension-release.good", GOOD), ("opt/good/file", "good\n")]);
+    s.squashfs(&good, "var/lib/extensions/good.raw");
+    let out = s.merge_then(&format!("cat \"$S/opt/good/file\"; cat \"$S/opt/.systemd-sysext/extensions\"; {MOUNTS}"));
+    assert!(out.stdout.contains("rc=0\ngood\ngood\n"), "{}", out.all());
+    assert!(
+        out.stderr.contains("skipped inside (/etc/extensions/inside -> /opt/extensions/inside): overlay refused it: creating overlay superblock [kernel: overlayfs: overlapping lowerdir path]"),
+        "{}",
+        out.stderr
+    );
+    let root = s.sysroot.display();
+    assert_eq!(
+        mounts(&out),
+        [format!("{root}/usr overlay sysext"), format!("{root}/opt overlay sysext")],
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn the_extension_list_names_exactly_what_is_mounted() {
+    let s = Scratch::new();
+    s.image("usr-ext", GOOD);
+    let both =
+        s.tree("both-ext", &[("usr/lib/extension-release.d/extension-release.both-ext", GOOD), ("opt/x/file", "x")]);
+    s.squashfs(&both, "var/lib/extensions/both-ext.raw");
+    // /usr fails after /opt was built with both names; usr-ext, which only /usr needed, is lost.
+    // systemd 252's `status --root` opens the state outside the root, so it reads a bind of /opt.
+    let out = s.sh_env(
+        &format!(
+            "\"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\"; echo rc=$?\n\
+             echo list; cat \"$S/opt/.systemd-sysext/extensions\"; echo ours; \"$B\" status --sysroot \"$S\"\n\
+             {MOUNTS}; echo systemd; mount --bind \"$S/opt\" /opt && systemd-sysext status --no-pager 2>&1"
+        ),
+        &[("INITRD_SYSEXT_TEST_FAULTS", "attach=usr")],
+    );
+    assert!(out.stdout.contains("rc=1\nlist\nboth-ext\nours\n/usr\tnone\n/opt\tboth-ext\tsince "), "{}", out.all());
+    let systemd = out.stdout.split("systemd\n").nth(1).unwrap();
+    assert!(systemd.contains("both-ext") && !systemd.contains("usr-ext"), "{}", out.all());
+    assert!(
+        out.stderr.contains("skipped usr-ext (/var/lib/extensions/usr-ext.raw): its hierarchies could not be merged"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(mounts(&out), [format!("{}/opt overlay sysext", s.sysroot.display())], "{}", out.all());
 }
 
 /// A sysroot whose /opt is a symlink (`link`) to var/opt, with a submount at var/opt/data, and

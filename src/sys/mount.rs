@@ -5,10 +5,11 @@
 
 use std::os::fd::{BorrowedFd, OwnedFd};
 
-use rustix::fs::CWD;
+use rustix::fs::{Mode, OFlags, SeekFrom, CWD};
+use rustix::io::Errno;
 use rustix::mount::{
-    fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount, open_tree, unmount,
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
+    fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, mount, move_mount, open_tree, unmount,
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
 };
 
 use crate::error::{Context, Error, Result};
@@ -17,13 +18,17 @@ use crate::error::{Context, Error, Result};
 pub struct FsContext {
     fd: OwnedFd,
     fstype: &'static str,
+    /// Where the kernel explains a refusal that it does not log on the context: overlayfs before
+    /// 6.5 (the legacy context), and some checks of later ones, use printk.
+    log: KernelLog,
 }
 
 impl FsContext {
     pub fn new(fstype: &'static str) -> Result<Self> {
+        let log = if fstype == "overlay" { KernelLog::open() } else { KernelLog(None) };
         let fd = fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)
             .with_context(|| format!("fsopen({fstype}) (is the {fstype} module loaded?)"))?;
-        Ok(FsContext { fd, fstype })
+        Ok(FsContext { fd, fstype, log })
     }
 
     /// What the kernel logged on this context, e.g. "overlayfs: failed to resolve '…'".
@@ -38,13 +43,15 @@ impl FsContext {
             // Each message starts with a severity letter and a space.
             out.push(msg.get(2..).unwrap_or(&msg).trim().to_string());
         }
-        out.join("; ")
+        let mut msgs = out.join("; ");
+        if msgs.is_empty() {
+            msgs = self.log.messages();
+        }
+        msgs
     }
 
     fn fail(&self, what: String, e: rustix::io::Errno) -> Error {
-        let msgs = self.kernel_messages();
-        let what = if msgs.is_empty() { what } else { format!("{what} [kernel: {msgs}]") };
-        Err::<(), _>(e).context(what).unwrap_err()
+        with_kernel_messages(what, e, &self.kernel_messages())
     }
 
     pub fn set(&self, key: &str, value: &str) -> Result<()> {
@@ -58,6 +65,49 @@ impl FsContext {
         fsmount(&self.fd, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
             .map_err(|e| self.fail(format!("fsmount of {}", self.fstype), e))
     }
+}
+
+fn with_kernel_messages(what: String, e: rustix::io::Errno, msgs: &str) -> Error {
+    let what = if msgs.is_empty() { what } else { format!("{what} [kernel: {msgs}]") };
+    Err::<(), _>(e).context(what).unwrap_err()
+}
+
+/// The kernel log from now on, for overlayfs's printk messages (`overlayfs: …`). Optional: without
+/// /dev/kmsg an error just has no kernel text.
+struct KernelLog(Option<OwnedFd>);
+
+impl KernelLog {
+    fn open() -> KernelLog {
+        let fd = rustix::fs::open("/dev/kmsg", OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
+            .ok()
+            .filter(|fd| rustix::fs::seek(fd, SeekFrom::End(0)).is_ok());
+        KernelLog(fd)
+    }
+
+    /// overlayfs's lines logged since `open`. Another mount at the same moment could add its own.
+    fn messages(&self) -> String {
+        let Some(fd) = &self.0 else { return String::new() };
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        loop {
+            match rustix::io::read(fd, &mut buf) {
+                Ok(0) | Err(Errno::AGAIN) => break,
+                // Records were overwritten while we read: the next read goes on.
+                Err(Errno::PIPE) => continue,
+                Err(_) => break,
+                Ok(n) => {
+                    out.extend(kmsg_text(&buf[..n]).filter(|m| m.starts_with("overlay")).map(str::to_owned));
+                }
+            }
+        }
+        out.join("; ")
+    }
+}
+
+/// The text of one /dev/kmsg record: `PRI,SEQ,TS,FLAGS;text` followed by continuation lines.
+fn kmsg_text(record: &[u8]) -> impl Iterator<Item = &str> {
+    let line = std::str::from_utf8(record).unwrap_or("").lines().next().unwrap_or("");
+    line.split_once(';').map(|(_, text)| text.trim()).into_iter()
 }
 
 /// Attach a detached mount on top of the directory `target` (an fd, so nothing can swap the path).
@@ -93,6 +143,12 @@ pub fn clone_tree_fd(dir: BorrowedFd) -> Result<OwnedFd> {
             | OpenTreeFlags::AT_RECURSIVE,
     )
     .context("open_tree")
+}
+
+/// A detached bind mount of the directory `dir` alone (no submounts): one overlay layer.
+pub fn clone_dir(dir: BorrowedFd) -> Result<OwnedFd> {
+    open_tree(dir, "", OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_EMPTY_PATH)
+        .context("binding a layer into the staging area")
 }
 
 /// Lazy unmount, never following a symlink: systemd-sysext's way to unmerge.
@@ -155,21 +211,147 @@ fn parse_submounts(info: &str, dir: &str) -> Vec<String> {
     top
 }
 
-/// Mount a read-only overlay from layer paths (top first) as a detached mount. `lowerdir+` (Linux
-/// 6.8) takes one layer per call, so no option string limits the number of layers; older kernels
-/// get the classic colon list, which must fit in a page.
-pub fn overlay(layers: &[String]) -> Result<OwnedFd> {
+// How overlayfs takes its layers differs by kernel; we pick by what the kernel does, never by its
+// version. The facts (Linux 5.10, 6.1, 6.12, 7.1 sources):
+// - Before 6.5 overlayfs has no fs_context of its own (fs/overlayfs/super.c: only `.mount`), so
+//   fsopen() gives the legacy context (fs/fs_context.c, legacy_parse_param): every fsconfig key
+//   is accepted and only appended to one option string, which overlayfs parses at
+//   FSCONFIG_CMD_CREATE (ovl_fill_super). An unknown key such as `lowerdir+` fails only there.
+// - From 6.5 overlayfs parses each key itself (fs/overlayfs/params.c, ovl_parse_param) and refuses
+//   unknown ones at once; `lowerdir+` (one layer per call) exists from 6.8.
+// - fsconfig(FSCONFIG_SET_STRING) copies at most 256 bytes of a value, NUL included, on every
+//   version (fs/fsopen.c, sys_fsconfig: strndup_user(_value, 256)): a longer `lowerdir=` is EINVAL.
+// - mount(2) copies one page of options and cuts it at PAGE_SIZE - 1 (fs/namespace.c,
+//   copy_mount_options and path_mount); overlayfs then splits it at unescaped ',' (ovl_next_opt)
+//   and `lowerdir` at unescaped ':', and unescapes each layer (ovl_unescape).
+// - Layer paths are looked up with kern_path() in the caller's context, so a relative path is
+//   relative to the caller's working directory (ovl_mount_dir_noesc; params.c says so since 6.5).
+// - At most OVL_MAX_STACK = 500 lower layers (super.c before 6.5, params.h since).
+
+/// overlayfs's own limit on lower layers, the same in every kernel from 5.10 on.
+pub const MAX_LOWER_LAYERS: usize = 500;
+/// The longest value fsconfig(FSCONFIG_SET_STRING) takes.
+pub const FSCONFIG_VALUE_MAX: usize = 255;
+
+/// What this kernel's overlayfs does with fsconfig keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlayApi {
+    /// It parses keys itself and knows `lowerdir+` (Linux 6.8 and later).
+    Append,
+    /// It parses keys itself, without `lowerdir+` (6.5 to 6.7).
+    Parsed,
+    /// The legacy context collects keys into an option string (before 6.5).
+    Legacy,
+}
+
+/// How one overlay is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// One `fsconfig lowerdir+` per layer.
+    Append,
+    /// One `fsconfig lowerdir=` with the whole list, when it fits in a value.
+    List,
+    /// The classic mount(2) option string, with short paths, made detached with open_tree.
+    Options,
+}
+
+impl Mechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mechanism::Append => "lowerdir+",
+            Mechanism::List => "fsconfig lowerdir=",
+            Mechanism::Options => "mount(2) options",
+        }
+    }
+}
+
+/// Find out what overlayfs does with fsconfig keys, on a throw-away context. `dir` is a directory
+/// overlayfs could use as a layer (the staging tmpfs).
+pub fn probe_overlay_api(dir: &str) -> Result<OverlayApi> {
+    let ctx = FsContext::new("overlay")?;
+    // No overlayfs knows this key; only the legacy context takes it.
+    if fsconfig_set_string(&ctx.fd, "initrd-sysext-probe", "1").is_ok() {
+        return Ok(OverlayApi::Legacy);
+    }
+    Ok(match fsconfig_set_string(&ctx.fd, "lowerdir+", dir) {
+        Ok(()) => OverlayApi::Append,
+        Err(_) => OverlayApi::Parsed,
+    })
+}
+
+impl OverlayApi {
+    /// The mechanism for layers at these paths (top first).
+    pub fn mechanism(self, paths: &[String]) -> Mechanism {
+        match self {
+            OverlayApi::Append => Mechanism::Append,
+            _ if lowerdir_value(paths).len() <= FSCONFIG_VALUE_MAX => Mechanism::List,
+            _ => Mechanism::Options,
+        }
+    }
+}
+
+/// A layer path escaped for a `lowerdir=` list: overlayfs splits options at ',' and layers at
+/// ':', and removes one backslash before any character.
+pub fn escape_layer(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if matches!(c, ',' | ':' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The value of `lowerdir=`: the layers, top first, escaped and separated by ':'.
+pub fn lowerdir_value(paths: &[String]) -> String {
+    paths.iter().map(|p| escape_layer(p)).collect::<Vec<_>>().join(":")
+}
+
+/// The mount(2) option string for a read-only overlay of these layers (top first).
+pub fn overlay_options(paths: &[String]) -> String {
+    format!("lowerdir={}", lowerdir_value(paths))
+}
+
+/// Whether an option string reaches the kernel whole: mount(2) copies one page and cuts the
+/// string before its last byte.
+pub fn options_fit(options: &str, page_size: usize) -> bool {
+    options.len() < page_size
+}
+
+/// Mount a read-only overlay with fsconfig, as a detached mount. The layers are paths the kernel
+/// resolves in this process (`/proc/self/fd/N`), top first; `append` gives one `lowerdir+` each.
+pub fn overlay_fsconfig(paths: &[String], append: bool) -> Result<OwnedFd> {
     let ctx = FsContext::new("overlay")?;
     ctx.set("source", "sysext")?;
-    match layers.split_first() {
-        Some((first, rest)) if fsconfig_set_string(&ctx.fd, "lowerdir+", first.as_str()).is_ok() => {
-            for l in rest {
-                ctx.set("lowerdir+", l)?;
-            }
+    if append {
+        for p in paths {
+            ctx.set("lowerdir+", p)?;
         }
-        _ => ctx.set("lowerdir", &layers.join(":"))?,
+    } else {
+        ctx.set("lowerdir", &lowerdir_value(paths))?;
     }
     ctx.mount(MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NODEV)
+}
+
+/// Mount a read-only overlay with the classic mount(2) option string at `target` (a directory of
+/// a private namespace, relative to the working directory like the layer paths), and return a
+/// detached copy of it; the attached one is taken off again. The copy is the same superblock, so
+/// it has the overlay's own st_dev.
+pub fn overlay_mount(paths: &[String], target: &str) -> Result<OwnedFd> {
+    let options = overlay_options(paths);
+    if !options_fit(&options, rustix::param::page_size()) {
+        return Err(Error::msg(format!("{} layers do not fit in one page of mount options", paths.len())));
+    }
+    let log = KernelLog::open();
+    let flags = MountFlags::RDONLY | MountFlags::NODEV;
+    let data = std::ffi::CString::new(options).map_err(|_| Error::msg("a layer path holds a NUL byte"))?;
+    mount("sysext", target, "overlay", flags, data.as_c_str())
+        .map_err(|e| with_kernel_messages("mounting the overlay with mount(2)".into(), e, &log.messages()))?;
+    let copy = open_tree(CWD, target, OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC)
+        .context("making a detached copy of the overlay");
+    unmount(target, UnmountFlags::DETACH).context("taking the staged overlay off")?;
+    copy
 }
 
 #[cfg(test)]
@@ -185,6 +367,51 @@ mod tests {
 34 31 0:44 / /sysroot/opt/with\\040space rw - tmpfs tmpfs rw
 35 22 0:45 / /sysroot/optional rw - tmpfs tmpfs rw
 ";
+
+    #[test]
+    fn layer_paths_are_escaped_for_the_option_parser() {
+        assert_eq!(escape_layer("/proc/self/fd/12"), "/proc/self/fd/12");
+        assert_eq!(escape_layer("/a:b,c\\d"), "/a\\:b\\,c\\\\d");
+        let paths = ["/x:y".to_string(), "7".to_string(), "/with,comma".to_string()];
+        assert_eq!(lowerdir_value(&paths), "/x\\:y:7:/with\\,comma");
+        assert_eq!(overlay_options(&paths), "lowerdir=/x\\:y:7:/with\\,comma");
+    }
+
+    fn fd_paths(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("/proc/self/fd/{}", 10 + i)).collect()
+    }
+
+    #[test]
+    fn the_mechanism_follows_what_the_kernel_takes() {
+        // 15 fd paths are 254 bytes, 16 are 271: more than one fsconfig value holds.
+        assert_eq!(lowerdir_value(&fd_paths(15)).len(), 254);
+        assert_eq!(OverlayApi::Parsed.mechanism(&fd_paths(15)), Mechanism::List);
+        assert_eq!(OverlayApi::Parsed.mechanism(&fd_paths(16)), Mechanism::Options);
+        assert_eq!(OverlayApi::Legacy.mechanism(&fd_paths(3)), Mechanism::List);
+        assert_eq!(OverlayApi::Legacy.mechanism(&fd_paths(128)), Mechanism::Options);
+        assert_eq!(OverlayApi::Append.mechanism(&fd_paths(MAX_LOWER_LAYERS)), Mechanism::Append);
+    }
+
+    #[test]
+    fn short_names_fit_overlayfs_whole_stack_in_one_page() {
+        let names: Vec<String> = (0..MAX_LOWER_LAYERS).map(|i| i.to_string()).collect();
+        let options = overlay_options(&names);
+        assert_eq!(options.len(), 9 + 10 * 2 + 90 * 3 + 400 * 4 - 1);
+        assert!(options_fit(&options, 4096));
+        // What the fd paths would need: no page holds 500 of them, nor 240.
+        assert!(!options_fit(&overlay_options(&fd_paths(240)), 4096));
+        assert!(options_fit(&overlay_options(&fd_paths(225)), 4096));
+        // mount(2) cuts the page's last byte: 4095 bytes are the most.
+        assert!(options_fit(&"x".repeat(4095), 4096) && !options_fit(&"x".repeat(4096), 4096));
+    }
+
+    #[test]
+    fn kernel_log_records() {
+        let text: Vec<&str> =
+            kmsg_text(b"3,1234,5678,-;overlayfs: overlapping lowerdir path\n SUBSYSTEM=x\n").collect();
+        assert_eq!(text, ["overlayfs: overlapping lowerdir path"]);
+        assert_eq!(kmsg_text(b"garbage").count(), 0);
+    }
 
     #[test]
     fn outermost_submounts_only() {

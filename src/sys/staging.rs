@@ -1,35 +1,49 @@
 //! A private mount namespace to stage layers in. overlayfs clones every layer privately when the
-//! superblock is created, and refuses layers that are not mounted in the caller's namespace;
-//! a freshly fsmount()ed image is in none. So layers are attached under a tmpfs in a namespace
-//! of our own, the overlay is created there (detached), and we return to the original namespace
-//! to attach it. Nobody else ever sees a staging mount, and they all vanish with the namespace.
+//! superblock is created, and before Linux 6.15 refuses layers that are not mounted in the
+//! caller's namespace (fs/namespace.c, clone_private_mount: check_mnt); a freshly fsmount()ed
+//! image is in none. So layers are attached under a tmpfs in a namespace of our own, the overlay
+//! is created there (detached), and we return to the original namespace to attach it. Nobody else
+//! ever sees a staging mount, and they all vanish with the namespace.
+//!
+//! The namespace lives as long as this value: after attaching, we may come back to build a
+//! hierarchy again (see apply.rs), with every image still attached here.
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{mkdirat, Mode, OFlags, CWD};
 use rustix::mount::{mount_change, MountPropagationFlags};
+use rustix::process::{chdir, fchdir};
 use rustix::thread::{move_into_link_name_space, unshare_unsafe, LinkNameSpaceType, UnshareFlags};
 
-use crate::error::{Context, Result};
-use crate::sys::mount;
+use crate::error::{Context, Error, Result};
+use crate::sys::fs::proc_path;
+use crate::sys::mount::{self, Mechanism, OverlayApi};
 
 /// Where the staging tmpfs goes inside our own namespace; /run is what systemd-sysext uses too.
 const DIR: &str = "/run";
 
 pub struct Staging {
-    original: Option<OwnedFd>,
+    original: OwnedFd,
+    /// Held so that the namespace, and everything attached in it, lives while we are out of it.
+    staging: Option<OwnedFd>,
+    /// Whether we are in the staging namespace now.
+    inside: bool,
     count: usize,
 }
 
 impl Staging {
     pub fn enter() -> Result<Staging> {
-        let original = rustix::fs::open("/proc/self/ns/mnt", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .context("opening /proc/self/ns/mnt")?;
+        let open_ns = || {
+            rustix::fs::open("/proc/self/ns/mnt", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                .context("opening /proc/self/ns/mnt")
+        };
+        let original = open_ns()?;
         // SAFETY: NEWNS only changes this (single-threaded) process's mount namespace; no file
         // descriptor table is unshared.
         unsafe { unshare_unsafe(UnshareFlags::NEWNS) }.context("unshare(CLONE_NEWNS) for staging")?;
-        let staging = Staging { original: Some(original), count: 0 };
+        let mut staging = Staging { original, staging: None, inside: true, count: 0 };
+        staging.staging = Some(open_ns()?);
         // Private, so nothing we mount here propagates back to the real namespace.
         mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
             .context("making the staging namespace private")?;
@@ -38,38 +52,87 @@ impl Staging {
         Ok(staging)
     }
 
+    /// A fresh directory in the staging tmpfs, by absolute path.
+    fn new_dir(&mut self) -> Result<String> {
+        self.count += 1;
+        let path = format!("{DIR}/{}", self.count);
+        mkdirat(CWD, path.as_str(), Mode::from_raw_mode(0o700)).context("creating a staging directory")?;
+        Ok(path)
+    }
+
     /// Attach a detached mount in the staging area. The fd keeps pointing at the mount, now
     /// attached here, so fds opened through it are valid overlay layers.
     pub fn add(&mut self, mnt: &OwnedFd) -> Result<()> {
-        self.count += 1;
-        let name = self.count.to_string();
-        let dir = rustix::fs::open(DIR, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .context("opening the staging tmpfs")?;
-        mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o700)).context("creating a staging directory")?;
-        let path = format!("{DIR}/{name}");
+        let path = self.new_dir()?;
         mount::attach_at(mnt.as_fd(), &path)
     }
 
-    /// Back to the namespace we came from, where the overlays get attached.
-    pub fn leave(mut self) -> Result<()> {
-        self.restore()
+    /// What this kernel's overlayfs does with fsconfig keys.
+    pub fn probe_overlay_api(&self) -> Result<OverlayApi> {
+        mount::probe_overlay_api(DIR)
     }
 
-    fn restore(&mut self) -> Result<()> {
-        match self.original.take() {
-            Some(fd) => move_into_link_name_space(fd.as_fd(), Some(LinkNameSpaceType::Mount))
-                .context("returning to the original mount namespace"),
-            None => Ok(()),
+    /// A read-only overlay of `layers` (directories, top first), detached.
+    pub fn overlay(&mut self, layers: &[BorrowedFd], how: Mechanism) -> Result<OwnedFd> {
+        let paths: Vec<String> = layers.iter().map(|fd| proc_path(*fd)).collect();
+        match how {
+            Mechanism::Append => mount::overlay_fsconfig(&paths, true),
+            Mechanism::List => mount::overlay_fsconfig(&paths, false),
+            Mechanism::Options => self.overlay_by_options(layers),
         }
+    }
+
+    /// The classic option string, kept short whatever the number of layers: each layer is bound
+    /// to a directory named by its position in a fresh staging directory, and mount(2) runs
+    /// from there, so `lowerdir=0:1:2:…` needs at most four bytes a layer (2 KB for overlayfs's
+    /// 500). Binding the opened directory, not naming a path, keeps every layer where it was
+    /// resolved (inside its image, inside the sysroot).
+    fn overlay_by_options(&mut self, layers: &[BorrowedFd]) -> Result<OwnedFd> {
+        let dir = self.new_dir()?;
+        let names: Vec<String> = (0..layers.len()).map(|i| i.to_string()).collect();
+        for (layer, name) in layers.iter().zip(&names) {
+            let bind = mount::clone_dir(*layer)?;
+            let path = format!("{dir}/{name}");
+            mkdirat(CWD, path.as_str(), Mode::from_raw_mode(0o700)).context("creating a staging directory")?;
+            mount::attach_at(bind.as_fd(), &path)?;
+        }
+        let target = "overlay";
+        mkdirat(CWD, format!("{dir}/{target}").as_str(), Mode::from_raw_mode(0o700))
+            .context("creating a staging directory")?;
+        let here = rustix::fs::open(dir.as_str(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("opening {dir}"))?;
+        fchdir(&here).with_context(|| format!("changing into {dir}"))?;
+        let overlay = mount::overlay_mount(&names, target);
+        chdir("/").context("changing back to /")?;
+        overlay
+    }
+
+    /// Back to the namespace we came from, where the overlays get attached.
+    pub fn leave(&mut self) -> Result<()> {
+        move_into_link_name_space(self.original.as_fd(), Some(LinkNameSpaceType::Mount))
+            .context("returning to the original mount namespace")?;
+        self.inside = false;
+        Ok(())
+    }
+
+    /// Into the staging namespace again, where every staged image still is.
+    pub fn reenter(&mut self) -> Result<()> {
+        let ns = self.staging.as_ref().ok_or_else(|| Error::msg("the staging namespace is gone"))?;
+        move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Mount))
+            .context("entering the staging namespace again")?;
+        self.inside = true;
+        Ok(())
     }
 }
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        if let Err(e) = self.restore() {
-            // Nothing sane can follow: every later mount would land in a namespace nobody sees.
-            eprintln!("initrd-sysext: {e}");
-            std::process::abort();
+        if self.inside {
+            if let Err(e) = self.leave() {
+                // Nothing sane can follow: every later mount would land in a namespace nobody sees.
+                eprintln!("initrd-sysext: {e}");
+                std::process::abort();
+            }
         }
     }
 }
