@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use rustix::fs::{mkdirat, Mode, OFlags};
+use rustix::fs::{fstat, mkdirat, Mode, OFlags};
 
 use crate::error::{Context, Error, Result};
 use crate::inspect::ImageRoot;
@@ -83,11 +83,20 @@ fn attach_region(r: &Region, faults: &Faults) -> Result<loopdev::LoopDevice> {
     loopdev::attach(r.fd.as_fd(), Range { offset: r.offset, size: r.size }, control)
 }
 
-/// The device to mount a source from: its loop device, or a dm-verity device over the data and
-/// hash loop devices. The verity device goes away with the last mount of it (or at once, if the
-/// mount fails), and its loop devices with it.
+/// Mount a source from the file itself where the kernel can (erofs, a whole file, no dm-verity),
+/// else from its loop device, or a dm-verity device over the data and hash loop devices. The
+/// verity device goes away with the last mount of it (or at once, if the mount fails), and its
+/// loop devices with it.
 fn mount_source(name: &str, src: &Source, faults: &Faults) -> Result<OwnedFd> {
     let fstype = src.fs.fstype().ok_or_else(|| Error::msg(format!("{} images cannot be mounted", src.fs)))?;
+    if src.verity.is_none()
+        && src.data.offset == 0
+        && fstat(&src.data.fd).is_ok_and(|st| st.st_size as u64 == src.data.size)
+    {
+        if let Some(m) = mount::file_fs(fstype, src.data.fd.as_fd()).with_context(|| format!("mounting {fstype}"))? {
+            return Ok(m);
+        }
+    }
     let data = attach_region(&src.data, faults)?;
     let Some(v) = &src.verity else {
         return mount::block_fs(fstype, &data.path).with_context(|| format!("mounting {fstype} from {}", data.path));
