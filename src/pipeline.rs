@@ -96,10 +96,11 @@ fn target(root: &OwnedFd, h: Hierarchy) -> Result<Target> {
 /// its loop device to read a few blocks, so several at once overlap those waits. The threads
 /// are gone before staging changes our mount namespace.
 fn parallel<T: Send>(n: usize, job: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let workers = std::thread::available_parallelism().map_or(2, |p| p.get() * 2).min(8).min(n);
-    if workers <= 1 {
+    // One image needs no thread, nor the cgroup files that tell how many CPUs there are.
+    if n <= 1 {
         return (0..n).map(job).collect();
     }
+    let workers = std::thread::available_parallelism().map_or(2, |p| p.get() * 2).min(8).min(n);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new((0..n).map(|_| None).collect::<Vec<Option<T>>>());
     std::thread::scope(|scope| {

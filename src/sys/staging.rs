@@ -1,7 +1,7 @@
 //! A private mount namespace to stage layers in. overlayfs clones every layer privately when the
-//! superblock is created, and before Linux 6.15 refuses layers that are not mounted in the
-//! caller's namespace (fs/namespace.c, clone_private_mount: check_mnt); a freshly fsmount()ed
-//! image is in none. So layers are attached under a tmpfs in a namespace of our own, the overlay
+//! superblock is created, and refuses layers that are not mounted in the caller's namespace
+//! (fs/namespace.c, clone_private_mount: check_mnt; 7.1 also takes the root of a detached tree,
+//! 6.12 does not); a freshly fsmount()ed image is in none. So layers are attached under a tmpfs in a namespace of our own, the overlay
 //! is created there (detached), and we return to the original namespace to attach it. Nobody else
 //! ever sees a staging mount, and they all vanish with the namespace.
 //!
