@@ -33,12 +33,16 @@ field() { awk -v p="Package: $1\n" -v f="$2:" 'BEGIN { RS = "" } index($0 "\n", 
 pkg=$(field linux-image-cloud-amd64 Depends | tr ',' '\n' | sed -nE 's/^ *(linux-image-[0-9][^ ]*-cloud-amd64(-unsigned)?).*/\1/p' | head -n1)
 [[ -n $pkg ]] || { echo "kernel.sh: no cloud kernel in $suite" >&2; exit 1; }
 version=$(field "$pkg" Version)
-out=$cache/kernels/$suite-$pkg-$version
+# The recipe is part of the name: a fixed unpacking step fetches again.
+recipe=$(sha256sum <"${BASH_SOURCE[0]}" | cut -c1-8)
+out=$cache/kernels/$suite-$pkg-$version-$recipe
 if [[ ! -d $out ]]; then
     echo "kernel.sh: fetching $pkg $version ($suite)" >&2
-    # Newer suites split the kernel and its modules into linux-binary-* and
-    # linux-modules-* packages that the image package depends on.
-    mapfile -t parts < <(echo "$pkg"; field "$pkg" Depends | tr ',' '\n' | sed -nE 's/^ *(linux-(binary|modules)-[^ ]+).*/\1/p')
+    # Newer suites split the kernel into linux-binary-* (vmlinuz),
+    # linux-modules-* and linux-base-KVER (modules.builtin, modules.order)
+    # packages that the image package depends on.
+    mapfile -t parts < <(echo "$pkg"; field "$pkg" Depends | tr ',' '\n' |
+        sed -nE 's/^ *(linux-(binary|modules|base)-[0-9][^ ]+).*/\1/p')
     for p in "${parts[@]}"; do
         curl -fsS -o "$tmp/k.deb" "$mirror/$(field "$p" Filename)"
         echo "$(field "$p" SHA256)  $tmp/k.deb" | sha256sum -c --quiet
