@@ -17,7 +17,7 @@ die() { echo "build.sh: error: $*" >&2; exit 1; }
 say() { echo "build.sh: $*" >&2; }
 usage() {
 	cat <<EOF
-usage: build.sh [--target debian-13|ROOTDIR] [--out DIR] [--format erofs|squashfs]
+usage: build.sh [--target debian-13|debian-forky|ROOTDIR] [--out DIR] [--format erofs|squashfs]
                 [--key KEY.pem --cert CERT.pem] [--version-id V | --sysext-level L]
                 [--no-cache]
 EOF
@@ -63,11 +63,13 @@ fi
 case $format in erofs | squashfs) ;; *) die "unknown format: $format (erofs or squashfs)" ;; esac
 [[ -z "$version_id" || -z "$level" ]] || die "--version-id and --sysext-level exclude each other"
 
-# The target OS: the package source (trixie) only fits Debian 13.
+# The target OS, whose own apt sources give the packages: Debian 13
+# (trixie) or testing (forky).
 case $target in
-debian-13) root=$("$here/../../guest/base.sh") ;;
+debian-13) root=$("$here/../../guest/base.sh" trixie) ;;
+debian-forky) root=$("$here/../../guest/base.sh" forky) ;;
 *)
-	[[ -d "$target" ]] || die "unknown target OS: $target (known: debian-13, or a root directory)"
+	[[ -d "$target" ]] || die "unknown target OS: $target (known: debian-13, debian-forky, or a root directory)"
 	root=$(cd "$target" && pwd)
 	;;
 esac
@@ -75,11 +77,14 @@ osrel=$(os_release "$root")
 [[ -f "$osrel" ]] || die "unknown target OS: no os-release in $root"
 os_id=$(osr ID "$osrel")
 os_version=$(osr VERSION_ID "$osrel")
-case "$os_id-$os_version" in
-debian-13) ;;
-*) die "unknown target OS: ID=$os_id VERSION_ID=$os_version in $root (known: debian-13)" ;;
+# Testing has no VERSION_ID until its release, only its code name.
+codename=$(osr VERSION_CODENAME "$osrel")
+case "$os_id-${os_version:-$codename}" in
+debian-13 | debian-forky) ;;
+*) die "unknown target OS: ID=$os_id VERSION_ID=$os_version in $root (known: debian-13, debian-forky)" ;;
 esac
 level=${level:-$(osr SYSEXT_LEVEL "$osrel")}
+# With neither on the target, the image carries neither, and matches it.
 [[ -n "$level" ]] || version_id=${version_id:-$os_version}
 
 # Requested packages, and their closure against the target: what apt would add
@@ -111,7 +116,7 @@ fi
 pver=$(sed -n 's/^podman=//p' <<<"$closure" | sed -e 's/^[0-9]*://' -e 's/-[^-]*$//' -e 's/[+~].*//')
 [[ -n "$pver" ]] || die "podman is not in the closure (already in $root?)"
 
-name="podman-$pver-$os_id-${level:-$version_id}-x86-64.raw"
+name="podman-$pver-$os_id-${level:-${version_id:-$codename}}-x86-64.raw"
 key16=$({
 	cat "$here/build.sh" "$here/lib.sh" "$here/stage.sh" "$here/packages"
 	printf '%s\n' "$format" "$os_id" "$version_id" "$level" "${SOURCE_DATE_EPOCH:-}" "$closure"

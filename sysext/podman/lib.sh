@@ -23,8 +23,17 @@ apt_install() {
 	log=$(mktemp)
 	mkdir -p "$cache/debs"
 	find "$cache/debs" -name '*.deb' -exec cp -t "$root/var/cache/apt/archives/" {} +
-	if ! chroot "$root" env DEBIAN_FRONTEND=noninteractive \
-		apt-get "${aptq[@]}" -y install "$@" >"$log" 2>&1; then
+	# These roots never boot: skip the initrd rebuild (dracut, tens of
+	# seconds) that their packages trigger.
+	if [[ ! -e "$root/etc/initramfs-tools/update-initramfs.conf" ]]; then
+		mkdir -p "$root/etc/initramfs-tools"
+		echo update_initramfs=no >"$root/etc/initramfs-tools/update-initramfs.conf"
+	fi
+	# Newer maintainer scripts (forky's systemd-tmpfiles calls) need /proc; a
+	# private mount namespace takes it away again.
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	if ! unshare --mount --propagation private sh -c 'mount -t proc proc "$1/proc" && exec chroot "$@"' _ \
+		"$root" env DEBIAN_FRONTEND=noninteractive apt-get "${aptq[@]}" -y install "$@" >"$log" 2>&1; then
 		cat "$log" >&2
 		rm -f "$log"
 		return 1

@@ -85,7 +85,7 @@ mkdir -p "$stage/usr/lib/tmpfiles.d" "$stage/usr/lib/extension-release.d"
 
 {
 	echo "ID=$os_id"
-	if [[ -n "$level" ]]; then echo "SYSEXT_LEVEL=$level"; else echo "VERSION_ID=$version_id"; fi
+	if [[ -n "$level" ]]; then echo "SYSEXT_LEVEL=$level"; elif [[ -n "$version_id" ]]; then echo "VERSION_ID=$version_id"; fi
 	echo "ARCHITECTURE=x86-64"
 	echo "SYSEXT_ID=podman"
 	echo "SYSEXT_VERSION_ID=$pver"
@@ -101,7 +101,7 @@ xattrs=$(cd "$stage" && getfattr -R -h -d -m - . 2>/dev/null | grep -v -e '^#' -
 
 ! find "$stage" -mindepth 1 -maxdepth 1 ! -name usr | grep -q . || die "something outside /usr in the tree"
 
-# trixie's tools: bookworm's mkfs.erofs is too old.
+# The target's tools: the host's (bookworm's) mkfs.erofs is too old.
 apt_install "$r" erofs-utils squashfs-tools
 find "$stage" -exec touch -h -d "@$sde" {} +
 h=$(printf '%s' "$key" | sha256sum)

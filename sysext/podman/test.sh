@@ -254,6 +254,26 @@ same_tree() { diff <(listing "$1") <(listing "$2") && diff -r --no-dereference "
 check "DDI: the same files, modes, owners, times and contents as the plain image" same_tree "$x" "$m"
 umount "$m" 2>/dev/null || true
 
+# --- the forky target: testing's os-release has no VERSION_ID, so neither
+# has the image's release file (it matches any forky root, as systemd rules)
+fimg=$("$here/build.sh" --target debian-forky --out "$t/outf" 2>"$t/buildf.log") || true
+fver=$(sed -n 's/^podman=//p' "${fimg%.raw}.packages" 2>/dev/null | sed -e 's/^[0-9]*://' -e 's/-[^-]*$//' -e 's/[+~].*//')
+check "forky target: file name is podman-<version>-debian-forky-x86-64.raw" \
+	test "$(basename "${fimg:-none}")" = "podman-$fver-debian-forky-x86-64.raw"
+forky_release() {
+	printf '%s\n' ID=debian ARCHITECTURE=x86-64 SYSEXT_ID=podman "SYSEXT_VERSION_ID=$fver" EXTENSION_RELOAD_MANAGER=1 |
+		diff - "$m/usr/lib/extension-release.d/extension-release.podman"
+}
+if mount -t erofs -o ro,loop "$fimg" "$m" 2>/dev/null; then
+	check "forky target: release file has ID=debian and no VERSION_ID" forky_release
+	check "forky target: podman 5.8 or newer" sort -V -C <(printf '%s\n' 5.8 "$fver")
+	check "forky target: quadlet's generator resolves in the image" \
+		test -x "$m/usr/lib/systemd/system-generators/podman-system-generator"
+	umount "$m"
+else
+	check "forky target: the image mounts" false
+fi
+
 # --- bad input fails early, naming the culprit
 fails_with() { # fails_with TEXT COMMAND...: COMMAND fails and says TEXT
 	local text=$1

@@ -19,7 +19,7 @@ root=$1 image=$2 format=$3 key=$4 cert=$5 outdir=$6
 base=$(basename "$image" .raw)
 (($(stat -c %s "$image") % 4096 == 0)) || die "$image is not a whole number of 4 KiB blocks"
 
-# trixie's tools, in a copy of the target root kept in the cache.
+# The target's tools (trixie's or newer), in a copy of the target root kept in the cache.
 tools_pkgs=(systemd-repart erofs-utils squashfs-tools cryptsetup-bin)
 tkey=$({
 	printf '%s\n' "$root" "${tools_pkgs[@]}"
