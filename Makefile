@@ -40,8 +40,10 @@ test-deb: setup build
 demo: setup build
 	tests-qemu/demo.sh
 
+# Figures, and the baseline scenarios (upstream's ways to merge, next to ours).
 bench: setup build
 	bench/merge.sh
+	tests-qemu/run.sh ensure-sysext ensure-sysext-without-oneshot systemd-sysroot
 	tests-qemu/bench.sh
 	tests-qemu/bench-verity.sh
 

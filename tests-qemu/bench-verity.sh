@@ -25,7 +25,7 @@ while (($#)); do
     esac
 done
 bin=${INITRD_SYSEXT_BIN:-$repo/target/x86_64-unknown-linux-musl/release/initrd-sysext}
-its_guest && its_accel && its_podman && its_podman_meta && its_signed
+its_guest trixie && its_accel && its_podman trixie && its_podman_meta && its_signed
 variants=(plain ddi)
 [[ -n ${PODMAN_SIDECAR:-} ]] && variants=(plain sidecar ddi)
 

@@ -18,7 +18,7 @@ while (($#)); do
     esac
 done
 bench=(first-boot systemd-sysroot ensure-sysext)
-its_guest && its_accel && its_podman && its_podman_meta
+its_guest trixie && its_accel && its_podman trixie && its_podman_meta
 for name in "${bench[@]}"; do its_image "$its_tmp/$name" "prep_${name//-/_}"; done
 
 # mono FILE ERE: the journal timestamp of the first line matching ERE.

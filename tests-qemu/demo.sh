@@ -7,7 +7,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=scenarios.sh
 . "$here/scenarios.sh"
-its_guest && its_accel && its_podman && its_podman_meta
+its_guest trixie && its_accel && its_podman trixie && its_podman_meta
 dir=${ITS_OUT:-$its_tmp}/first-boot res=$dir/res
 its_image "$dir" prep_first_boot
 log "booting (TCG takes a minute or two)"

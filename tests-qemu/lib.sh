@@ -60,48 +60,77 @@ its_keys() {
     ) 8>"$KEYS.lock"
 }
 
-# The guest (built once, cached); sets GUEST.
+# Guests and podman images by suite, built once per run (cached across runs).
+declare -A its_guests=() its_podmans=()
+
+# its_guest [SUITE]: that suite's guest (default trixie), built once and
+# cached, selected with its own kernel (its_select).
 its_guest() {
-    [[ -n ${GUEST:-} ]] && return 0
-    local t0=$SECONDS
-    its_keys
-    GUEST=$(ITS_TRUSTED_CRT=$KEYS/trusted.crt bash "$here/build-guest.sh" 2>"$its_tmp/build-guest.log" | tail -n1) || {
-        cat "$its_tmp/build-guest.log" >&2; return 1; }
-    log "guest: $GUEST ($((SECONDS - t0)) s)"
-}
-
-# The podman extension image; sets PODMAN_RAW. ITS_PODMAN_RAW overrides.
-its_podman() {
-    [[ -n ${PODMAN_RAW:-} ]] && return 0
-    local t0=$SECONDS
-    if [[ -n ${ITS_PODMAN_RAW:-} ]]; then
-        PODMAN_RAW=$ITS_PODMAN_RAW
-    else
-        PODMAN_RAW=$(bash "$repo/sysext/podman/build.sh" 2>"$its_tmp/podman.log" | tail -n1) || {
-            cat "$its_tmp/podman.log" >&2; return 1; }
+    local suite=${1:-trixie} crt='' t0=$SECONDS
+    if [[ -z ${its_guests[$suite]:-} ]]; then
+        its_keys
+        # The test certificate goes into trixie's signed initrd only.
+        [[ $suite == trixie ]] && crt=$KEYS/trusted.crt
+        its_guests[$suite]=$(ITS_TRUSTED_CRT=$crt bash "$here/build-guest.sh" "$suite" \
+            2>"$its_tmp/build-guest-$suite.log" | tail -n1) || {
+            cat "$its_tmp/build-guest-$suite.log" >&2; return 1; }
+        log "guest $suite: ${its_guests[$suite]} ($((SECONDS - t0)) s)"
     fi
-    [[ -f $PODMAN_RAW ]] || { log "no podman image at '$PODMAN_RAW'"; return 1; }
-    log "podman image: $PODMAN_RAW ($((SECONDS - t0)) s)"
+    its_select "$suite"
 }
 
-# PODMAN_NAME / PODMAN_VERSION from the image's release file, and the
+# its_select SUITE [KERNEL]: boot SUITE's guest (built) with its own kernel,
+# or with the kernel of suite KERNEL that the guest carries. Sets GUEST (its
+# root and initrds), BOOT (vmlinuz and initrd-VARIANT.img), ITS_SUITE and
+# PODMAN_RAW (that suite's podman image, empty if it has none).
+its_select() {
+    ITS_SUITE=$1 GUEST=${its_guests[$1]} BOOT=${its_guests[$1]}
+    [[ -z ${2:-} ]] || BOOT=$GUEST/kernels/$2
+    [[ -f $BOOT/vmlinuz ]] || { log "guest $1 carries no kernel ${2:-}"; return 1; }
+    PODMAN_RAW=${its_podmans[$1]:-}
+}
+
+# its_podman [SUITE]: that suite's podman extension image (default trixie;
+# bookworm has none: its podman 4.3 has no quadlet). ITS_PODMAN_RAW and
+# ITS_PODMAN_RAW_FORKY override. Updates PODMAN_RAW for the selected suite.
+its_podman() {
+    local suite=${1:-trixie} raw='' args=() t0=$SECONDS
+    if [[ -z ${its_podmans[$suite]:-} ]]; then
+        case $suite in
+        trixie) raw=${ITS_PODMAN_RAW:-} ;;
+        forky) raw=${ITS_PODMAN_RAW_FORKY:-} args=(--target debian-forky --out "$cache/out/podman-forky") ;;
+        *) return 0 ;;
+        esac
+        if [[ -z $raw ]]; then
+            raw=$(bash "$repo/sysext/podman/build.sh" "${args[@]}" 2>"$its_tmp/podman-$suite.log" | tail -n1) || {
+                cat "$its_tmp/podman-$suite.log" >&2; return 1; }
+        fi
+        [[ -f $raw ]] || { log "no podman image at '$raw'"; return 1; }
+        its_podmans[$suite]=$raw
+        log "podman image ($suite): $raw ($((SECONDS - t0)) s)"
+    fi
+    # shellcheck disable=SC2034 # used by scenarios.sh
+    [[ ${ITS_SUITE:-} != "$suite" ]] || PODMAN_RAW=${its_podmans[$suite]}
+}
+
+# PODMAN_NAME / PODMAN_VERSION from the trixie image's release file, and the
 # initrd-scoped copy for scenario 8 (cached next to the guest).
 its_podman_meta() {
     [[ -n ${PODMAN_NAME:-} ]] && return 0
-    local m=$its_tmp/podman-mnt rel sum
+    local m=$its_tmp/podman-mnt raw=${its_podmans[trixie]} rel sum
     mkdir -p "$m"; its_mounts+=("$m")
-    mount -o loop,ro "$PODMAN_RAW" "$m"
+    mount -o loop,ro "$raw" "$m"
     rel=$(ls "$m"/usr/lib/extension-release.d/)
     PODMAN_NAME=${rel#extension-release.}
     # podman-<ver>-debian-13-x86-64.raw
-    PODMAN_VERSION=$(basename "$PODMAN_RAW" .raw)
+    PODMAN_VERSION=$(basename "$raw" .raw)
     PODMAN_VERSION=${PODMAN_VERSION#podman-}
     PODMAN_VERSION=${PODMAN_VERSION%%-debian*}
     # A file no boot step reads, to read back in the verity scenarios.
     PODMAN_PROBE=usr/share/bash-completion/completions/podman
     # shellcheck disable=SC2034 # used by scenarios.sh
     PODMAN_PROBE_SUM=$(sha256sum <"$m/$PODMAN_PROBE" | cut -d' ' -f1)
-    sum=$(sha256sum <"$PODMAN_RAW" | cut -c1-16)
+    sum=$(sha256sum <"$raw" | cut -c1-16)
     PODMAN_SCOPED_RAW=$cache/its-podman-scope-initrd-$sum.raw
     if [[ ! -f $PODMAN_SCOPED_RAW ]]; then
         cp -a "$m" "$its_tmp/scoped"
@@ -193,13 +222,15 @@ tamper_superblock() {
 }
 
 # its_image DIR PREP: DIR/root.raw = the guest root plus what the function
-# PREP (called with the mounted root) adds. PREP may create DIR/usr.raw.
+# PREP (called with the mounted root) adds, and the modules of the selected
+# kernel if it is another suite's. PREP may create DIR/usr.raw, DIR/var.raw.
 its_image() {
     local dir=$1 prep=$2 mnt=$1/mnt
     mkdir -p "$mnt"
     cp --sparse=always "$GUEST/root.img" "$dir/root.raw"
     its_mounts+=("$mnt")
     mount -o loop "$dir/root.raw" "$mnt"
+    [[ $BOOT == "$GUEST" ]] || cp -a "$BOOT/modules" "$mnt/usr/lib/modules/$(cat "$BOOT/kver")"
     "$prep" "$mnt" "$dir"
     umount "$mnt"
 }
@@ -219,29 +250,30 @@ its_boot() {
 # Returns non-zero when the guest never finished collecting.
 its_boot_once() {
     local dir=$1 initrd=$2; shift 2
-    local res=$dir/res t0=$SECONDS pid rc=0 drives=()
+    local res=$dir/res t0=$SECONDS pid rc=0 drives=() d
     # The guest finds its disks by serial: /dev/disk/by-id/virtio-NAME.
     disk() { drives+=(-drive "if=none,id=$2,$1" -device "virtio-blk-pci,drive=$2,serial=$2"); }
     rm -rf "$res" && mkdir -p "$res"
     qemu-img create -q -f qcow2 -F raw -b "$dir/root.raw" "$dir/root.qcow2"
     disk "file=$dir/root.qcow2,format=qcow2,cache=unsafe" root
-    if [[ -f $dir/usr.raw ]]; then
-        qemu-img create -q -f qcow2 -F raw -b "$dir/usr.raw" "$dir/usr.qcow2"
-        disk "file=$dir/usr.qcow2,format=qcow2,cache=unsafe" usr
-    fi
+    for d in usr var; do
+        [[ -f $dir/$d.raw ]] || continue
+        qemu-img create -q -f qcow2 -F raw -b "$dir/$d.raw" "$dir/$d.qcow2"
+        disk "file=$dir/$d.qcow2,format=qcow2,cache=unsafe" "$d"
+    done
     truncate -s 0 "$dir/results.img" && truncate -s 64M "$dir/results.img"
     disk "file=$dir/results.img,format=raw" results
     # shellcheck disable=SC2086 # its_accel_args is a word list
     timeout "${ITS_BOOT_TIMEOUT:-480}" qemu-system-x86_64 $its_accel_args \
         -smp 2 -m 2048 -nodefaults -display none -no-reboot \
         -device virtio-rng-pci "${drives[@]}" -serial "file:$res/console.log" \
-        -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initrd-$initrd.img" \
+        -kernel "$BOOT/vmlinuz" -initrd "$BOOT/initrd-$initrd.img" \
         -append "console=ttyS0 root=/dev/disk/by-id/virtio-root rw panic=-1 $*" \
         >"$res/qemu.log" 2>&1 &
     pid=$!
     its_pids+=("$pid")
     wait "$pid" || rc=$?
-    rm -f "$dir/root.qcow2" "$dir/usr.qcow2"
+    rm -f "$dir/root.qcow2" "$dir/usr.qcow2" "$dir/var.qcow2"
     tar -C "$res" -xf "$dir/results.img" 2>/dev/null || true
     log "boot done in $((SECONDS - t0)) s (qemu rc=$rc)"
     grep -q ITS-COLLECT-DONE "$res/console.log"

@@ -3,19 +3,30 @@
 #   S_INITRD[NAME]   initrd variant: ours | plain | sysroot | signed (ours
 #                    with the test certificate in /etc/verity.d)
 #   S_CMDLINE[NAME]  extra kernel arguments
+#   S_GUEST[NAME]    guest suite: bookworm | trixie (default) | forky
+#   S_KERNEL[NAME]   another suite's kernel on that guest: bullseye |
+#                    bookworm | forky (default: the guest's own)
 #   prep_NAME MNT DIR  adds files to the mounted guest root
 #   check_NAME         judges $res (the guest's evidence), via has/hasnt
 # shellcheck disable=SC2034,SC2154 # tables read by run.sh; res, PODMAN_* set there
 SCENARIOS=(first-boot toggle-off bad-image flatcar-layout after-boot-compat
-    rootless ensure-sysext ensure-sysext-without-oneshot systemd-sysroot
-    signed-ddi unknown-key tampered)
+    rootless signed-ddi unknown-key tampered
+    kernel-bullseye kernel-bookworm kernel-forky
+    after-boot-compat-bookworm after-boot-compat-forky separate-var)
+# Upstream's ways, no code of ours under test: booted by `make bench` (and by
+# name), not by `make test`.
+BENCH_SCENARIOS=(ensure-sysext ensure-sysext-without-oneshot systemd-sysroot)
 declare -A S_INITRD=(
     [first-boot]=ours [toggle-off]=ours [bad-image]=ours [flatcar-layout]=ours
     [after-boot-compat]=ours [rootless]=ours [ensure-sysext]=plain
     [ensure-sysext-without-oneshot]=plain [systemd-sysroot]=sysroot
-    [signed-ddi]=signed [unknown-key]=signed [tampered]=signed)
+    [signed-ddi]=signed [unknown-key]=signed [tampered]=signed
+    [kernel-bullseye]=ours [kernel-bookworm]=ours [kernel-forky]=ours
+    [after-boot-compat-bookworm]=ours [after-boot-compat-forky]=ours [separate-var]=ours)
 declare -A S_CMDLINE=([toggle-off]="rd.sysext=0"
     [flatcar-layout]="mount.usr=/dev/disk/by-id/virtio-usr mount.usrfstype=ext4 mount.usrflags=ro")
+declare -A S_GUEST=([after-boot-compat-bookworm]=bookworm [after-boot-compat-forky]=forky)
+declare -A S_KERNEL=([kernel-bullseye]=bullseye [kernel-bookworm]=bookworm [kernel-forky]=forky)
 
 # --- evidence helpers ------------------------------------------------------
 fails=0
@@ -25,7 +36,7 @@ has() {
     if grep -Eq -- "$3" "$res/$2" 2>/dev/null; then
         echo "    ok    $1"; grep -E -m4 -- "$3" "$res/$2" | ev
     else
-        echo "    FAIL  $1: no /$3/ in $2"; tail -n3 "$res/$2" 2>/dev/null | ev
+        echo "    FAIL  $1: no /$3/ in $2"; { tail -n3 "$res/$2" 2>&1 || true; } | ev
         fails=$((fails + 1))
     fi
 }
@@ -57,10 +68,63 @@ quadlet_ran() {
     has "quadlet unit succeeded" hello-show '^ExecMainStatus=0'
     has "container output in the journal" hello-journal 'ITS-CONTAINER-OUTPUT'
 }
-merged_by_us() {
-    has "our merge decision in journalctl -b" journal "initrd-sysext\[[0-9]+\]: merged $PODMAN_NAME from "
-    has "systemd-sysext status lists podman" sysext-status "$PODMAN_NAME"
+merged_by_us() { # [NAME]: default the podman image
+    local n=${1:-$PODMAN_NAME}
+    has "our merge decision in journalctl -b" journal "initrd-sysext\[[0-9]+\]: merged $n from "
+    has "systemd-sysext status lists $n" sysext-status "$n"
     has "findmnt /usr shows the overlay" findmnt-usr 'overlay'
+}
+# make_ext IMAGE NAME ROOT TREE: TREE as an uncompressed erofs extension
+# (host mkfs.erofs, features every kernel from 5.4 reads), its release file
+# matching the guest root ROOT (ID, and VERSION_ID where the root has one:
+# testing has none) and asking for a manager reload, as podman's does.
+make_ext() {
+    local rel=$4/usr/lib/extension-release.d/extension-release.$2
+    mkdir -p "${rel%/*}"
+    { grep -E '^(ID|VERSION_ID)=' "$3/usr/lib/os-release"; echo EXTENSION_RELOAD_MANAGER=1; } >"$rel"
+    mkfs.erofs "$1" "$4" >/dev/null
+}
+# its-udev.raw: a udev rule that marks the results disk, so the collector
+# can tell it was applied when udev first saw the disk.
+put_udev_ext() {
+    local t=$its_tmp/udev-ext
+    rm -rf "$t" && mkdir -p "$t/usr/lib/udev/rules.d"
+    echo 'KERNEL=="vd*[!0-9]", ATTRS{serial}=="results", ENV{ITS_UDEV_EXTENSION}="applied", SYMLINK+="its-udev-extension"' \
+        >"$t/usr/lib/udev/rules.d/90-its-udev.rules"
+    mkdir -p "$1/var/lib/extensions"
+    make_ext "$1/var/lib/extensions/its-udev.raw" its-udev "$1" "$t"
+}
+udev_applied() {
+    has "the extension's udev rule was applied on first boot" udev '^E: ITS_UDEV_EXTENSION=applied$'
+    has "… and made its symlink" udev '^S: its-udev-extension$'
+}
+# 130 small images (its-many-001 … its-many-130), each with one file in
+# /usr/share/its-many, made once per run for the guest's os-release.
+put_many() {
+    local t=$its_tmp/many-$ITS_SUITE i n
+    if [[ ! -d $t/images ]]; then
+        mkdir -p "$t/images"
+        for i in $(seq -w 1 130); do
+            n=its-many-$i
+            mkdir -p "$t/$n/usr/share/its-many"
+            echo "$n" >"$t/$n/usr/share/its-many/$i"
+            make_ext "$t/images/$n.raw" "$n" "$1" "$t/$n"
+        done
+    fi
+    mkdir -p "$1/var/lib/extensions"
+    cp "$t/images/"*.raw "$1/var/lib/extensions/"
+}
+many_merged() {
+    has "our binary merged all 132 (podman, its-udev, 130 small)" journal 'initrd-sysext\[[0-9]+\]: done in .*: 132 merged'
+    one_overlay
+    has "/usr shows the files of all 130 small images" many '^130$'
+    if [[ $(grep -cE "^($PODMAN_NAME|its-udev|its-many-[0-9]{3})\$" "$res/sysext-extensions" 2>/dev/null) == 132 ]]; then
+        echo "    ok    the overlay's .systemd-sysext/extensions names all 132"
+    else
+        echo "    FAIL  the overlay's .systemd-sysext/extensions does not name all 132:"
+        { grep -c . "$res/sysext-extensions" 2>&1 || true; } | ev
+        fails=$((fails + 1))
+    fi
 }
 
 # --- 1 ---------------------------------------------------------------------
@@ -120,10 +184,15 @@ check_flatcar_layout() {
     has "podman run works" podman-run 'ITS-PODMAN-RUN-OK'
 }
 # --- 5 ---------------------------------------------------------------------
+# Also the suite boots (trixie here, bookworm and forky below): an
+# extension's udev rule, and systemd-sysext.service's refresh leaving our
+# merge alone.
 prep_after_boot_compat() {
-    put_podman "$1"
+    [[ -z $PODMAN_RAW ]] || put_podman "$1"
+    put_udev_ext "$1"
     ln -s /usr/lib/systemd/system/systemd-sysext.service \
         "$1/etc/systemd/system/sysinit.target.wants/systemd-sysext.service"
+    ln -s ../its-mntid.service "$1/etc/systemd/system/sysinit.target.wants/"
     cat >"$1/etc/its/scenario.sh" <<'EOS'
 #!/bin/bash
 ov() { awk '$5 == "/usr" && / - overlay /' /proc/self/mountinfo | wc -l; }
@@ -136,13 +205,44 @@ EOS
 }
 check_after_boot_compat() {
     has "systemd-sysext.service left our merge alone (our ExecCondition)" journal \
-        'initrd-sysext\[[0-9]+\]: not refreshing: the 1 image\(s\) are unchanged since the initrd merged them'
-    merged_by_us
+        'initrd-sysext\[[0-9]+\]: not refreshing: the [0-9]+ image\(s\) are unchanged since the initrd merged them'
+    after_boot_compat
+}
+# What every suite's boot checks, whoever kept the refresh from acting.
+after_boot_compat() {
+    if [[ -n $PODMAN_RAW ]]; then
+        merged_by_us
+        quadlet_ran
+    else
+        echo "    skip  podman and quadlet: bookworm's podman 4.3 has no quadlet (it came with 4.4)"
+    fi
+    merged_by_us its-udev
     one_overlay
-    quadlet_ran
     has "no second overlay stacked by the refresh" scenario '^before: overlays=1$'
     has "systemd-sysext unmerge works on our state" scenario '^unmerge rc=0 overlays=0$'
     has "systemd-sysext merge works after it" scenario '^merge rc=0 overlays=1$'
+    udev_applied
+    refresh_kept_merge
+}
+# The refresh found our state current: /usr is the same mount before and
+# after it (statx's unique mount ID where the kernel has one, else the
+# reusable ID; the mountinfo lines in both cases), nothing was unmerged and
+# PID 1 did not reload for it.
+refresh_kept_merge() {
+    has "systemd-sysext.service was started in the booted system" sysext-unit '^InactiveExitTimestampMonotonic=[1-9]'
+    has "its-mntid.service recorded /usr before systemd-sysext.service" mntid-before '^(unique-)?mount-id '
+    if [[ -s $res/mntid-before ]] && diff -q "$res/mntid-before" <(grep -v '^rc=' "$res/mntid-after") >/dev/null; then
+        echo "    ok    /usr is the same mount before and after systemd-sysext.service"
+        ev <"$res/mntid-before"
+        grep -q '^unique-mount-id' "$res/mntid-before" ||
+            echo "          (no STATX_MNT_ID_UNIQUE on this kernel: reusable ID and mountinfo compared; the journal decides)"
+    else
+        echo "    FAIL  /usr is another mount after systemd-sysext.service:"
+        { diff "$res/mntid-before" <(grep -v '^rc=' "$res/mntid-after") 2>&1 || true; } | ev
+        fails=$((fails + 1))
+    fi
+    hasnt "systemd-sysext did not unmerge /usr" journal 'Unmerged'
+    hasnt "PID 1 did not reload" pid1 'Reloading'
 }
 # --- 6 ---------------------------------------------------------------------
 prep_rootless() { put_podman "$1"; checks "$1" "rootless"; }
@@ -313,4 +413,68 @@ check_dm_lifecycle() {
         '^merge loop: runs=25 merged=25 unmerged=25 create-failures=0$'
     has "no dm device left once the prober let go" scenario '^dm devices left after both loops: 0$'
     hasnt "no device removal failed" scenario '(cannot remove|removing) device-mapper device'
+}
+# --- kernels (issue 9): the trixie guest on bullseye's 5.10, bookworm's 6.1
+# and forky's 7.x cloud kernels, each with its own initrd from the guest's
+# dracut. 6.12 is first-boot. The oldest and the newest also merge 130 small
+# images next to podman, in one overlay. No systemd-sysext.service here, so
+# the udev rule can only have come with our merge.
+prep_kernel() { put_podman "$1"; put_udev_ext "$1"; checks "$1" "podman"; }
+kernel_first_boot() { # SUITE whose kernel was booted
+    has "booted $1's kernel" versions "^$(sed 's/[.+]/\\&/g' "$BOOT/kver")\$"
+    hasnt "the kernel accepts the podman image's erofs features" journal 'erofs.*(unidentified|unsupported|incompatible)'
+    quadlet_ran
+    hasnt "PID 1 did not reload" pid1 'Reloading'
+    merged_by_us
+    has "podman run --rootfs works" podman-run 'ITS-PODMAN-RUN-OK'
+    merged_by_us its-udev
+    udev_applied
+}
+prep_kernel_bullseye() { prep_kernel "$1"; put_many "$1"; }
+check_kernel_bullseye() { kernel_first_boot bullseye; many_merged; }
+prep_kernel_bookworm() { prep_kernel "$1"; }
+check_kernel_bookworm() { kernel_first_boot bookworm; }
+prep_kernel_forky() { prep_kernel "$1"; put_many "$1"; }
+check_kernel_forky() { kernel_first_boot forky; many_merged; }
+# --- suites (issue 9): scenario 5 on bookworm (systemd 252, dracut 059,
+# 6.1) and forky (262, 112, 7.x). Bookworm's podman 4.3 has no quadlet (it
+# came with 4.4), so that guest has no podman image and no quadlet check.
+prep_after_boot_compat_bookworm() { prep_after_boot_compat "$@"; }
+check_after_boot_compat_bookworm() { check_after_boot_compat; }
+# systemd 262 skips an unchanged refresh itself, judged by the origin file.
+prep_after_boot_compat_forky() { prep_after_boot_compat "$@"; }
+check_after_boot_compat_forky() {
+    has "systemd-sysext 262 found nothing changed (our origin file)" journal \
+        'Skipping extension refresh because no change was found'
+    after_boot_compat
+}
+# --- separate /var (issue 9): /var on its own disk, mounted in the initrd
+# (x-initrd.mount), so images in /var/lib/extensions merge before switch-root.
+prep_separate_var() {
+    put_podman "$1"
+    checks "$1" "podman"
+    mkfs.ext4 -q -L var -d "$1/var" "$2/var.raw" 2G >/dev/null
+    find "$1/var" -mindepth 1 -delete
+    echo '/dev/disk/by-id/virtio-var /var ext4 defaults,x-initrd.mount 0 2' >>"$1/etc/fstab"
+}
+check_separate_var() {
+    has "/var is the second disk" findmnt-var '^/var +/dev/vd[a-z]+ +ext4 '
+    has "merged podman from /var/lib/extensions" journal \
+        "initrd-sysext\[[0-9]+\]: merged $PODMAN_NAME from /var/lib/extensions/$PODMAN_NAME.raw"
+    merged_before_switch_root
+    quadlet_ran
+    has "podman run works" podman-run 'ITS-PODMAN-RUN-OK'
+    has "podman's storage is on /var" var-use '^/var$'
+    has "the journal was flushed to /var/log/journal" var-use '^system\.journal$'
+}
+merged_before_switch_root() {
+    local m s
+    m=$(grep -m1 -E 'initrd-sysext\[[0-9]+\]: merged ' "$res/journal" | sed -E 's/^\[ *([0-9.]+)\].*/\1/')
+    s=$(grep -m1 'Switching root' "$res/journal" | sed -E 's/^\[ *([0-9.]+)\].*/\1/')
+    if [[ -n $m && -n $s ]] && awk -v m="$m" -v s="$s" 'BEGIN { exit !(m < s) }'; then
+        echo "    ok    merged at ${m} s, before switch-root at ${s} s"
+    else
+        echo "    FAIL  no merge before switch-root (merge: ${m:-none}, switch-root: ${s:-none})"
+        fails=$((fails + 1))
+    fi
 }

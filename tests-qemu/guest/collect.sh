@@ -22,12 +22,23 @@ rec() { local f=$out/$1; shift; "$@" >"$f" 2>&1; echo "rc=$?" >>"$f"; }
 timeout 300 systemctl is-system-running --wait >"$out/system-state"
 
 rec cmdline cat /proc/cmdline
+rec versions sh -c 'uname -r; systemctl --version | head -n1; grep -E "^(VERSION_ID|VERSION_CODENAME)=" /etc/os-release'
+# Which mount /usr is now, and (its-mntid.service) before systemd-sysext.service.
+rec mntid-after /usr/local/lib/its/mntid
+[[ -e /run/its-mntid-before ]] && cp /run/its-mntid-before "$out/mntid-before"
 rec findmnt-usr findmnt -n -o TARGET,SOURCE,FSTYPE,OPTIONS /usr
 rec findmnt-opt findmnt -n -o TARGET,SOURCE,FSTYPE,OPTIONS /opt
 rec mountinfo cat /proc/self/mountinfo
+rec findmnt-var findmnt -n -o TARGET,SOURCE,FSTYPE,OPTIONS /var
 rec losetup losetup -l -n
 rec sysext-status systemd-sysext status
 rec ours-status initrd-sysext status --sysroot /
+rec sysext-extensions cat /usr/.systemd-sysext/extensions
+rec sysext-unit systemctl show systemd-sysext.service -p Result,ActiveState,InactiveExitTimestampMonotonic
+rec many sh -c 'ls /usr/share/its-many 2>/dev/null | wc -l'
+# The test extension's udev rule (its-udev.raw) marks the results disk.
+rec udev udevadm info /dev/disk/by-id/virtio-results
+rec udev-link readlink -f /dev/its-udev-extension
 cp /run/initrd-sysext/report.json "$out/" 2>/dev/null
 # Device-mapper devices (verity images): name, what backs them, and which
 # block devices carry a mounted erofs (the layers live in a private mount
@@ -68,6 +79,8 @@ if want rootless; then
                 --rootfs /var/lib/its/busybox /bin/busybox sh -c "echo ITS-ROOTLESS-OK uid=\$(id -u)" &&
             podman --cgroup-manager=cgroupfs unshare cat /proc/self/uid_map'
 fi
+# podman's storage and the persistent journal, on whatever disk /var is.
+rec var-use sh -c 'findmnt -n -o TARGET -T /var/lib/containers/storage; ls /var/log/journal/*/'
 [[ -x /etc/its/scenario.sh ]] && rec scenario /etc/its/scenario.sh
 want plot && systemd-analyze plot >"$out/plot.svg" 2>/dev/null
 # Last, so it has every line above.
