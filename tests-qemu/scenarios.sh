@@ -493,3 +493,10 @@ merged_before_switch_root() {
         fails=$((fails + 1))
     fi
 }
+
+# Further scenario groups, one file per topic, in the same form as above.
+for f in "$here"/scenarios.d/*.sh; do
+    [[ -e $f ]] || continue
+    # shellcheck source=/dev/null
+    . "$f"
+done
