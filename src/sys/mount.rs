@@ -19,13 +19,14 @@ pub struct FsContext {
     fd: OwnedFd,
     fstype: &'static str,
     /// Where the kernel explains a refusal that it does not log on the context: overlayfs before
-    /// 6.5 (the legacy context), and some checks of later ones, use printk.
+    /// 6.5 (the legacy context), some checks of later ones, and erofs's and squashfs's feature
+    /// checks use printk.
     log: KernelLog,
 }
 
 impl FsContext {
     pub fn new(fstype: &'static str) -> Result<Self> {
-        let log = if fstype == "overlay" { KernelLog::open() } else { KernelLog(None) };
+        let log = KernelLog::open(fstype);
         let fd = fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)
             .with_context(|| format!("fsopen({fstype}) (is the {fstype} module loaded?)"))?;
         Ok(FsContext { fd, fstype, log })
@@ -72,19 +73,19 @@ fn with_kernel_messages(what: String, e: rustix::io::Errno, msgs: &str) -> Error
     Err::<(), _>(e).context(what).unwrap_err()
 }
 
-/// The kernel log from now on, for overlayfs's printk messages (`overlayfs: …`). Optional: without
-/// /dev/kmsg an error just has no kernel text.
-struct KernelLog(Option<OwnedFd>);
+/// The kernel log from now on, for a file system's printk messages (`overlayfs: …`, `erofs: …`,
+/// `squashfs: …`). Optional: without /dev/kmsg an error just has no kernel text.
+struct KernelLog(Option<OwnedFd>, &'static str);
 
 impl KernelLog {
-    fn open() -> KernelLog {
+    fn open(fstype: &'static str) -> KernelLog {
         let fd = rustix::fs::open("/dev/kmsg", OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
             .ok()
             .filter(|fd| rustix::fs::seek(fd, SeekFrom::End(0)).is_ok());
-        KernelLog(fd)
+        KernelLog(fd, fstype)
     }
 
-    /// overlayfs's lines logged since `open`. Another mount at the same moment could add its own.
+    /// The file system's lines logged since `open`. Another mount at the same moment could add its own.
     fn messages(&self) -> String {
         let Some(fd) = &self.0 else { return String::new() };
         let mut out = Vec::new();
@@ -96,7 +97,7 @@ impl KernelLog {
                 Err(Errno::PIPE) => continue,
                 Err(_) => break,
                 Ok(n) => {
-                    out.extend(kmsg_text(&buf[..n]).filter(|m| m.starts_with("overlay")).map(str::to_owned));
+                    out.extend(kmsg_text(&buf[..n]).filter(|m| m.starts_with(self.1)).map(str::to_owned));
                 }
             }
         }
@@ -368,7 +369,7 @@ pub fn overlay_mount(paths: &[String], target: &str) -> Result<OwnedFd> {
     if !options_fit(&options, rustix::param::page_size()) {
         return Err(Error::msg(format!("{} layers do not fit in one page of mount options", paths.len())));
     }
-    let log = KernelLog::open();
+    let log = KernelLog::open("overlay");
     let flags = MountFlags::RDONLY | MountFlags::NODEV;
     let data = std::ffi::CString::new(options).map_err(|_| Error::msg("a layer path holds a NUL byte"))?;
     mount("sysext", target, "overlay", flags, data.as_c_str())
