@@ -334,6 +334,32 @@ fn broken_files_are_skipped_with_a_reason() {
     assert!(e.contains("merged good from"), "{e}");
 }
 
+/// An erofs image with a feature this kernel does not read (older kernels and big physical clusters
+/// or tail packing) is skipped with the kernel's own reason, and the next image still merges.
+#[test]
+fn an_erofs_feature_the_kernel_lacks_is_named() {
+    let s = Scratch::new();
+    s.image("good", GOOD);
+    let t = s.ext_tree("future", GOOD);
+    s.erofs(&t, "var/lib/extensions/future.raw");
+    // The superblock at 1024: feature_compat at +8 (bit 0: checksum), feature_incompat at +80.
+    let path = s.path("var/lib/extensions/future.raw");
+    let mut img = std::fs::read(&path).unwrap();
+    img[1024 + 8] &= !1;
+    img[1024 + 83] |= 0x80;
+    std::fs::write(&path, img).unwrap();
+    let out = s.merge_then(MOUNTS);
+    let e = &out.stderr;
+    assert!(
+        e.contains("skipped future (/var/lib/extensions/future.raw): mounting erofs")
+            && e.contains("[kernel: erofs")
+            && e.contains("incompatible feature"),
+        "{}",
+        out.all()
+    );
+    assert!(e.contains("merged good from"), "{e}");
+}
+
 #[test]
 fn symlinks_resolve_inside_the_sysroot() {
     let s = Scratch::new();
