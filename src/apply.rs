@@ -1,7 +1,8 @@
 //! Step 6: make the plan true. Images become detached read-only mounts on autoclear loop
 //! devices; each hierarchy gets one overlay `META : newest … oldest : host`, built detached and
 //! attached in one move. Staging never shows in the mount table, and the loop devices go away
-//! with the overlay (Flatcar#1976).
+//! with the overlay (Flatcar#1976). A writable /etc (a confext mutable mode) also gets its upper
+//! and work directory, and its `.systemd-confext` is bound read-only before the tree is attached.
 //!
 //! All or nothing per hierarchy: an overlay that cannot be built is retried without the layers
 //! that broke it, so one bad image never costs the good ones; a failure after attaching detaches
@@ -12,17 +13,19 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use rustix::fs::{fstat, mkdirat, Mode, OFlags};
+use rustix::fs::{fchmod, fstat, mkdirat, Mode, OFlags};
 
+use crate::class::Class;
 use crate::error::{Context, Error, Result};
 use crate::inspect::ImageRoot;
-use crate::plan::{Action, Hierarchy, HierarchyState, Outcome, Plan};
+use crate::mutable::{Layout, Upper, WORK_DIR};
+use crate::plan::{Action, Hierarchy, HierarchyPlan, HierarchyState, Outcome, Plan};
 use crate::state;
-use crate::sys::fs::{open_in_root, proc_path};
+use crate::sys::fs::{mkdir_all_in_root, open_dir_in_root, open_in_root, proc_path, real_path};
 use crate::sys::identity;
 use crate::sys::loopdev::{self, Range};
-use crate::sys::mount::{Mechanism, OverlayApi};
-use crate::sys::staging::{self, Staging};
+use crate::sys::mount::{Flags, Mechanism, OverlayApi, OverlaySpec};
+use crate::sys::staging::{self, Staging, UpperIn};
 use crate::sys::{devmapper, mount};
 use crate::verify::evidence::{Region, Source};
 use crate::verify::gpt::Role;
@@ -165,20 +168,62 @@ enum Step {
     Failed(String),
 }
 
+/// Everything of one hierarchy's overlay but its extension layers, opened in the staging
+/// namespace (overlayfs takes only mounts of the caller's namespace).
+struct Shape {
+    hierarchy: Hierarchy,
+    /// The host hierarchy's permission bits: the overlay's root has those of its top layer.
+    mode: u32,
+    /// The host directory as the lowest layer; `None` when it is empty or the upper.
+    host: Option<OwnedFd>,
+    /// A mutable directory imported read-only below META.
+    import: Option<OwnedFd>,
+    upper: Option<UpperSource>,
+    /// META's `work_dir`, for a persistent upper.
+    work_dir_file: Option<String>,
+}
+
+/// Where the writes of a writable overlay go.
+enum UpperSource {
+    /// A directory of the root and its work directory, both entries of `parent`.
+    Persistent { parent: OwnedFd, upper: String },
+    /// A fresh tmpfs per overlay, gone with it.
+    Ephemeral,
+}
+
+impl Shape {
+    /// systemd's per-mount flags for the class: sysexts `ro,nodev`; confexts also `nosuid,noexec`,
+    /// and a writable one `noatime` instead of `ro`.
+    fn flags(&self) -> Flags {
+        let confext = self.hierarchy.class() == Class::Confext;
+        let writable = self.upper.is_some();
+        Flags { read_only: !writable, nosuid: confext, noexec: confext, noatime: writable }
+    }
+
+    /// What systemd adds to a writable overlay's options (262's `MUTABLE_EXTENSIONS_MOUNT_OPTIONS`
+    /// without `noatime`, which is a flag): no needless copy-ups, no half-copied files, an
+    /// upper that may be used again with other lower layers.
+    fn options(&self) -> Vec<(&'static str, &'static str)> {
+        match self.upper {
+            Some(_) => vec![("redirect_dir", "on"), ("metacopy", "off"), ("index", "off")],
+            None => Vec::new(),
+        }
+    }
+}
+
 impl Builder<'_> {
-    /// One overlay `META : layers : host`; `names` is what META's extension list says.
-    fn build(
-        &mut self,
-        h: Hierarchy,
-        layers: &[String],
-        names: &[String],
-        host: Option<BorrowedFd>,
-    ) -> Result<(OwnedFd, OwnedFd, Mechanism)> {
+    /// One overlay `META : import : layers : host`; `names` is what META's list says.
+    fn build(&mut self, shape: &Shape, layers: &[String], names: &[String]) -> Result<(OwnedFd, OwnedFd, Mechanism)> {
+        let h = shape.hierarchy;
+        let class = h.class();
         if let Some(bad) = layers.iter().find(|l| self.faults.overlay.contains(l)) {
             return Err(Error::msg(format!("overlay: injected failure for layer {bad}")));
         }
-        let meta = mount::tmpfs()?;
-        state::write_extensions(meta.as_fd(), names)?;
+        let meta = mount::tmpfs(shape.mode, Some("1m"))?;
+        state::write_extensions(meta.as_fd(), class, names)?;
+        if let Some(w) = &shape.work_dir_file {
+            state::write_work_dir(meta.as_fd(), class, w)?;
+        }
         self.staging.add(&meta)?;
         // Keep every layer's fd open until the overlay holds its own references.
         let mut fds =
@@ -193,23 +238,63 @@ impl Builder<'_> {
             );
         }
         let mut borrowed: Vec<BorrowedFd> = fds.iter().map(|fd| fd.as_fd()).collect();
-        borrowed.extend(host);
+        if let Some(import) = &shape.import {
+            borrowed.insert(1, import.as_fd());
+        }
+        borrowed.extend(shape.host.as_ref().map(|fd| fd.as_fd()));
         let paths: Vec<String> = borrowed.iter().map(|fd| proc_path(*fd)).collect();
         let via = if self.faults.overlay_options { Mechanism::Options } else { self.api.mechanism(&paths) };
-        let overlay = self.staging.overlay(&borrowed, via)?;
-        state::write_dev(meta.as_fd(), overlay.as_fd())?;
-        if let Some(host) = host {
-            state::write_backing(meta.as_fd(), host)?;
+        let ephemeral = match shape.upper {
+            Some(UpperSource::Ephemeral) => Some(self.ephemeral_upper(h, shape.mode)?),
+            _ => None,
+        };
+        let upper = match (&shape.upper, &ephemeral) {
+            (Some(UpperSource::Persistent { parent, upper }), _) => {
+                Some(UpperIn { parent: parent.as_fd(), upper: upper.as_str(), work: WORK_DIR })
+            }
+            (_, Some(tmp)) => Some(UpperIn { parent: tmp.as_fd(), upper: h.dir(), work: WORK_DIR }),
+            _ => None,
+        };
+        let spec = OverlaySpec {
+            source: class.mount_source(),
+            lowers: Vec::new(),
+            upper: None,
+            options: shape.options(),
+            flags: shape.flags(),
+        };
+        let overlay = self.staging.overlay(&borrowed, upper.as_ref(), via, spec)?;
+        state::write_dev(meta.as_fd(), class, overlay.as_fd())?;
+        if let Some(host) = &shape.host {
+            state::write_backing(meta.as_fd(), class, host.as_fd())?;
         }
+        // A writable merge keeps its state files from being written through it.
+        let overlay = match upper {
+            Some(_) => self.staging.with_read_only_subdir(&overlay, class.meta_dir(), shape.flags())?,
+            None => overlay,
+        };
         Ok((overlay, meta, via))
+    }
+
+    /// A fresh tmpfs for an ephemeral upper, attached here, with the upper (the hierarchy's mode)
+    /// and its work directory in it; systemd makes them in its workspace tmpfs.
+    fn ephemeral_upper(&mut self, h: Hierarchy, mode: u32) -> Result<OwnedFd> {
+        let tmp = mount::tmpfs(0o700, None)?;
+        self.staging.add(&tmp)?;
+        mkdirat(&tmp, h.dir(), Mode::from_raw_mode(0o755)).context("creating the ephemeral upper directory")?;
+        let upper = open_dir_in_root(tmp.as_fd(), h.dir()).context("opening the ephemeral upper directory")?;
+        fchmod(&upper, Mode::from_raw_mode(mode)).context("setting the ephemeral upper's mode")?;
+        mkdirat(&tmp, WORK_DIR, Mode::from_raw_mode(0o700)).context("creating the ephemeral work directory")?;
+        Ok(tmp)
     }
 
     /// The overlay of one hierarchy, or which images must go for it to be built: one bad image
     /// never costs the good ones.
-    fn hierarchy(&mut self, h: Hierarchy, layers: &[String], names: &[String], host: Option<BorrowedFd>) -> Step {
+    fn hierarchy(&mut self, shape: &Shape, layers: &[String], names: &[String]) -> Step {
         let start = Instant::now();
-        // META and the host are layers too; the oldest extensions give way.
-        let room = mount::MAX_LOWER_LAYERS - 1 - usize::from(host.is_some());
+        let h = shape.hierarchy;
+        // META, an import and the host are layers too; the oldest extensions give way.
+        let room =
+            mount::MAX_LOWER_LAYERS - 1 - usize::from(shape.host.is_some()) - usize::from(shape.import.is_some());
         if layers.len() > room {
             let reason = format!(
                 "left out of {}: overlayfs stacks at most {} layers, and {room} newer extensions fill it",
@@ -218,7 +303,7 @@ impl Builder<'_> {
             );
             return Step::LeftOut(layers[room..].iter().map(|n| (n.clone(), reason.clone())).collect());
         }
-        let error = match self.build(h, layers, names, host) {
+        let error = match self.build(shape, layers, names) {
             Ok((overlay, meta, via)) => {
                 let layers = layers.to_vec();
                 return Step::Built(Built { hierarchy: h, layers, overlay, meta, took: start.elapsed(), via });
@@ -229,7 +314,7 @@ impl Builder<'_> {
         let alone: Vec<(String, String)> = layers
             .iter()
             .filter_map(|l| {
-                let e = self.build(h, std::slice::from_ref(l), names, host).err()?;
+                let e = self.build(shape, std::slice::from_ref(l), names).err()?;
                 Some((l.clone(), format!("overlay refused it: {e}")))
             })
             .collect();
@@ -242,7 +327,7 @@ impl Builder<'_> {
         let mut refused = Vec::new();
         for l in layers {
             kept.push(l.clone());
-            if let Err(e) = self.build(h, &kept, names, host) {
+            if let Err(e) = self.build(shape, &kept, names) {
                 kept.pop();
                 refused.push((l.clone(), format!("overlay refused it below {} newer layer(s): {e}", kept.len())));
             }
@@ -256,13 +341,39 @@ impl Builder<'_> {
 }
 
 /// The host directory as a layer, opened in the staging namespace so that it is a mount of it;
-/// `None` when it is empty, which systemd leaves out too.
-fn host_layer(t: &Target) -> Result<Option<OwnedFd>> {
-    if t.fd.is_none() {
+/// `None` when it is empty, which systemd leaves out too, or when it is the upper.
+fn host_layer(t: &Target, layout: Option<&Layout>) -> Result<Option<OwnedFd>> {
+    if t.fd.is_none() || layout.is_some_and(|l| !l.host_lower) {
         return Ok(None);
     }
     let fd = staging::open_path(&t.path)?;
     Ok(has_entries(fd.as_fd()).then_some(fd))
+}
+
+/// The rest of a hierarchy's overlay, opened in the staging namespace: the host layer, and for
+/// a mutable /etc the imported directory and the upper's parent. `root_path` is the sysroot's
+/// real path (the same in both namespaces).
+fn shape(t: &Target, hp: &HierarchyPlan, root_path: &str) -> Result<Shape> {
+    let layout = hp.layout.as_ref();
+    let mode = match &t.fd {
+        Some(fd) => fstat(fd).with_context(|| format!("stat {}", t.path))?.st_mode & 0o777,
+        None => 0o755,
+    };
+    let in_root = |p: &str| format!("{}{p}", root_path.trim_end_matches('/'));
+    let import = match layout.and_then(|l| l.import.as_deref()) {
+        Some(dir) => Some(staging::open_path(&in_root(dir))?),
+        None => None,
+    };
+    let upper = match layout.map(|l| &l.upper) {
+        Some(Upper::Persistent { dir, .. }) => {
+            let (parent, name) = dir.rsplit_once('/').ok_or_else(|| Error::msg(format!("{dir} is not absolute")))?;
+            Some(UpperSource::Persistent { parent: staging::open_path(&in_root(parent))?, upper: name.to_string() })
+        }
+        Some(Upper::Ephemeral) => Some(UpperSource::Ephemeral),
+        Some(Upper::None) | None => None,
+    };
+    let work_dir_file = layout.and_then(Layout::work_dir_file);
+    Ok(Shape { hierarchy: t.hierarchy, mode, host: host_layer(t, layout)?, import, upper, work_dir_file })
 }
 
 /// Images whose every hierarchy failed are not merged; say whether there were any new ones.
@@ -286,6 +397,7 @@ fn build_round(
     b: &mut Builder,
     plan: &mut Plan,
     targets: &[Target],
+    root_path: &str,
     outcomes: &mut HashMap<Hierarchy, Outcome>,
 ) -> Vec<Built> {
     'round: loop {
@@ -296,8 +408,8 @@ fn build_round(
                 continue;
             }
             let t = targets.iter().find(|t| t.hierarchy == hp.hierarchy).expect("a target per hierarchy");
-            let step = match host_layer(t) {
-                Ok(host) => b.hierarchy(hp.hierarchy, &hp.layers, &names, host.as_ref().map(|fd| fd.as_fd())),
+            let step = match shape(t, &hp, root_path) {
+                Ok(shape) => b.hierarchy(&shape, &hp.layers, &names),
                 Err(e) => Step::Failed(e.to_string()),
             };
             match step {
@@ -335,7 +447,19 @@ fn attach(t: &Target, overlay: &OwnedFd, faults: &Faults) -> Result<()> {
         for (clone, path) in clones.iter().zip(&subs) {
             mount::attach_at(clone.as_fd(), path).context("restoring a submount")?;
         }
-        Ok(())
+        // What systemd will check: the merged tree shows our state (an upper directory holding a
+        // stale .systemd-confext would hide it, and systemd would not know the merge).
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let dir =
+            rustix::fs::open(t.path.as_str(), flags, Mode::empty()).with_context(|| format!("opening {}", t.path))?;
+        match state::merged_dev(dir.as_fd(), t.hierarchy.class())? {
+            Some(_) => Ok(()),
+            None => Err(Error::msg(format!(
+                "the merged {} does not show its {}/dev (is there one in the upper directory?)",
+                t.path,
+                t.hierarchy.class().meta_dir()
+            ))),
+        }
     };
     after().map_err(|e| match mount::detach(&t.path) {
         Ok(()) => Error::msg(format!("{e}; rolled back, {} is as it was", t.path)),
@@ -390,6 +514,7 @@ fn apply_rounds(
     outcomes: &mut HashMap<Hierarchy, Outcome>,
     metas: &mut HashMap<Hierarchy, OwnedFd>,
 ) -> Result<()> {
+    let root_path = real_path(root)?;
     let mut staging = Staging::enter()?;
     for s in staged.values() {
         staging.add(&s.mount)?;
@@ -399,7 +524,8 @@ fn apply_rounds(
         None => staging.probe_overlay_api()?,
     };
     loop {
-        let built = build_round(&mut Builder { staging: &mut staging, staged, faults, api }, plan, targets, outcomes);
+        let mut builder = Builder { staging: &mut staging, staged, faults, api };
+        let built = build_round(&mut builder, plan, targets, &root_path, outcomes);
         staging.leave()?;
         let attached = attach_all(built, root, targets, faults, outcomes, metas);
         // Every overlay lists all merged names: one attached before another hierarchy failed may
@@ -441,12 +567,40 @@ fn identify_through_merge(plan: &mut Plan, root: BorrowedFd, merged: &[Hierarchy
 /// the overlays yet, so it is seen there like the other META files. Without it the merge is still
 /// valid; systemd ≥ 260 just merges again at boot, which the note says.
 fn write_origin(plan: &mut Plan, metas: &HashMap<Hierarchy, OwnedFd>) {
+    let class = plan.class;
     let written = state::origin_for(plan)
         .map_err(Error::msg)
-        .and_then(|text| metas.values().try_for_each(|meta| state::write_origin(meta.as_fd(), &text)));
+        .and_then(|text| metas.values().try_for_each(|meta| state::write_origin(meta.as_fd(), class, &text)));
     if let Err(e) = written {
-        plan.notes.push(format!("not writing .systemd-sysext/origin ({e}): systemd 260 and later will merge again"));
+        plan.notes
+            .push(format!("not writing {}/origin ({e}): systemd 260 and later will merge again", class.meta_dir()));
     }
+}
+
+/// A persistent upper that does not exist yet is created as systemd creates it (`mkdir -p`,
+/// then the hierarchy's mode), and its work directory next to it; both on the root's own file
+/// systems, so this happens in our namespace, before staging.
+fn make_upper(plan: &Plan, root: BorrowedFd, targets: &[Target]) -> Result<()> {
+    for hp in plan.hierarchies.iter().filter(|hp| !hp.layers.is_empty()) {
+        let Some(Upper::Persistent { dir, work, create }) = hp.layout.as_ref().map(|l| &l.upper) else { continue };
+        let t = targets.iter().find(|t| t.hierarchy == hp.hierarchy).expect("a target per hierarchy");
+        if *create {
+            let mode = match &t.fd {
+                Some(fd) => fstat(fd).with_context(|| format!("stat {}", t.path))?.st_mode & 0o777,
+                None => 0o755,
+            };
+            let fd = mkdir_all_in_root(root, dir, 0o755).with_context(|| format!("creating {dir}"))?;
+            fchmod(&fd, Mode::from_raw_mode(mode)).with_context(|| format!("setting the mode of {dir}"))?;
+        }
+        let (parent, name) = work.rsplit_once('/').unwrap_or(("", work));
+        let parent = open_in_root(root, parent, OFlags::PATH | OFlags::DIRECTORY)
+            .with_context(|| format!("opening the parent of {work}"))?;
+        match mkdirat(&parent, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {work}")),
+        }
+    }
+    Ok(())
 }
 
 /// Apply the plan. Images that break an overlay are demoted in the plan with the reason; a
@@ -460,7 +614,9 @@ pub fn apply(
 ) -> Vec<(Hierarchy, Outcome)> {
     let mut outcomes: HashMap<Hierarchy, Outcome> = HashMap::new();
     let mut metas = HashMap::new();
-    if let Err(e) = apply_rounds(plan, staged, root, targets, faults, &mut outcomes, &mut metas) {
+    let applied = make_upper(plan, root, targets)
+        .and_then(|()| apply_rounds(plan, staged, root, targets, faults, &mut outcomes, &mut metas));
+    if let Err(e) = applied {
         for hp in plan.hierarchies.iter().filter(|hp| !hp.layers.is_empty()) {
             outcomes.entry(hp.hierarchy).or_insert_with(|| Outcome::Failed { reason: e.to_string() });
         }

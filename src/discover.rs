@@ -1,19 +1,18 @@
-//! Step 2: find extension images the way systemd-sysext does. Search order, naming, first-wins
-//! de-duplication and masking follow discover-image.c; symlinks are resolved inside the sysroot.
+//! Step 2: find extension images of a class the way systemd-sysext and systemd-confext do.
+//! Search order, naming, first-wins de-duplication and masking follow discover-image.c; symlinks
+//! are resolved inside the sysroot.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{fstat, statat, AtFlags, FileType, OFlags};
 use rustix::io::Errno;
 
+use crate::class::Class;
 use crate::fstab;
 use crate::sys::fs::{
     describe_type, is_mount_point, list_dir_raw, open_dir_in_root, open_in_root, read_limited, real_path,
 };
 use crate::sys::identity::{self, FileId};
-
-/// Relative to the root being merged, in systemd's order: the first entry of a name wins.
-pub const SEARCH_PATHS: [&str; 3] = ["/etc/extensions", "/run/extensions", "/var/lib/extensions"];
 
 pub enum Object {
     /// An `O_PATH` fd of a regular file, to identify and attach.
@@ -59,14 +58,15 @@ pub fn image_name_is_valid(name: &str) -> bool {
         && !name.starts_with(".#")
 }
 
-/// The image name for a directory entry, by the type it resolves to.
-pub fn image_name(entry: &str, is_dir: bool) -> Result<String, String> {
+/// The image name for a directory entry, by the type it resolves to: `.raw` is required of a
+/// file, the class's suffix (`.sysext`, `.confext`) is optional and dropped.
+pub fn image_name(entry: &str, is_dir: bool, class: Class) -> Result<String, String> {
     let stem = if is_dir {
         entry
     } else {
         entry.strip_suffix(".raw").ok_or("not an image: regular files must end in .raw")?
     };
-    let name = stem.strip_suffix(".sysext").unwrap_or(stem);
+    let name = stem.strip_suffix(class.suffix()).unwrap_or(stem);
     if image_name_is_valid(name) {
         Ok(name.to_string())
     } else {
@@ -86,7 +86,7 @@ fn open_error(e: Errno, link: Option<&str>) -> String {
 
 /// One search directory's entries, opened. `root_real` is the sysroot's real path, to turn the
 /// kernel's paths back into paths inside the root.
-fn scan_dir(root: BorrowedFd, root_real: &str, dir: &str, notes: &mut Vec<String>) -> Vec<(Found, bool)> {
+fn scan_dir(root: BorrowedFd, root_real: &str, dir: &str, class: Class, notes: &mut Vec<String>) -> Vec<(Found, bool)> {
     let dirfd = match open_dir_in_root(root, dir) {
         Ok(fd) => fd,
         Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::NOENT | Errno::NOTDIR)) => return Vec::new(),
@@ -163,7 +163,7 @@ fn scan_dir(root: BorrowedFd, root_real: &str, dir: &str, notes: &mut Vec<String
             out.push((found, false));
             continue;
         }
-        match image_name(&entry, is_dir) {
+        match image_name(&entry, is_dir, class) {
             Ok(name) => {
                 found.name = name;
                 found.size = st.st_size as u64;
@@ -184,15 +184,43 @@ fn scan_dir(root: BorrowedFd, root_real: &str, dir: &str, notes: &mut Vec<String
 
 /// A search path the sysroot's fstab puts on a file system of its own that is not mounted yet
 /// (a separate /var without `x-initrd.mount`) cannot be searched: say so, once per file system.
-fn unmounted_search_paths(root: BorrowedFd, notes: &mut Vec<String>) {
-    let Ok(fd) = open_in_root(root, "etc/fstab", OFlags::RDONLY | OFlags::NONBLOCK) else { return };
+fn unmounted_search_paths(root: BorrowedFd, class: Class, notes: &mut Vec<String>) {
+    for u in unmounted(root, class.search_paths(), notes) {
+        notes.push(format!(
+            "{} is a separate file system ({} in /etc/fstab) that is not mounted in the initrd, so images in {} cannot be seen: {}",
+            u.target,
+            u.source,
+            u.below.join(" and "),
+            u.fix
+        ));
+    }
+}
+
+/// A file system the sysroot's fstab lists that the initrd has not mounted.
+pub struct Unmounted<'a> {
+    pub target: String,
+    pub source: String,
+    /// What to do about it.
+    pub fix: &'static str,
+    /// The paths asked about that lie on it.
+    pub below: Vec<&'a str>,
+}
+
+/// Of `paths` (inside the root), those the sysroot's fstab puts on a file system of its own
+/// that the initrd has not mounted (a separate /var without `x-initrd.mount`), by file system.
+pub fn unmounted<'a>(root: BorrowedFd, paths: &[&'a str], notes: &mut Vec<String>) -> Vec<Unmounted<'a>> {
+    let Ok(fd) = open_in_root(root, "etc/fstab", OFlags::RDONLY | OFlags::NONBLOCK) else { return Vec::new() };
     let text = match read_limited(fd, MAX_FSTAB) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(e) => return notes.push(format!("cannot read /etc/fstab: {e}")),
+        Err(e) => {
+            notes.push(format!("cannot read /etc/fstab: {e}"));
+            return Vec::new();
+        }
     };
     let entries = fstab::parse(&text);
     let mut named: Vec<&str> = Vec::new();
-    for dir in SEARCH_PATHS {
+    let mut out = Vec::new();
+    for dir in paths {
         let Some(e) = fstab::holding(&entries, dir).filter(|e| !named.contains(&e.target.as_str())) else { continue };
         named.push(&e.target);
         let mounted = match is_mount_point(root, &e.target) {
@@ -204,35 +232,31 @@ fn unmounted_search_paths(root: BorrowedFd, notes: &mut Vec<String>) {
             }
         };
         if !mounted {
-            let searched: Vec<&str> =
-                SEARCH_PATHS.iter().copied().filter(|d| fstab::holding(&entries, d) == Some(e)).collect();
+            let below: Vec<&str> = paths.iter().copied().filter(|d| fstab::holding(&entries, d) == Some(e)).collect();
             let fix = if e.has_option("x-initrd.mount") {
                 "its fstab entry has x-initrd.mount, so its mount in the initrd failed (see its mount unit)"
             } else {
                 "add x-initrd.mount to the options of its fstab entry"
             };
-            notes.push(format!(
-                "{} is a separate file system ({} in /etc/fstab) that is not mounted in the initrd, so images in {} cannot be seen: {fix}",
-                e.target,
-                e.source,
-                searched.join(" and ")
-            ));
+            out.push(Unmounted { target: e.target.clone(), source: e.source.clone(), fix, below });
         }
     }
+    out
 }
 
 /// The largest /etc/fstab we read; real ones are a few hundred bytes.
 const MAX_FSTAB: usize = 1 << 20;
 
-/// All entries of all search paths, in search order. Later entries with a name already taken are
-/// reported as masked; an empty directory in /etc/extensions masks an image on purpose.
-pub fn discover(root: BorrowedFd, notes: &mut Vec<String>) -> Vec<Found> {
-    unmounted_search_paths(root, notes);
+/// All entries of the class's search paths, in search order. Later entries with a name already
+/// taken are reported as masked; an empty directory in an earlier path (/etc/extensions,
+/// /var/lib/confexts) masks an image on purpose.
+pub fn discover(root: BorrowedFd, class: Class, notes: &mut Vec<String>) -> Vec<Found> {
+    unmounted_search_paths(root, class, notes);
     let root_real = real_path(root).unwrap_or_default();
     let mut taken: Vec<(String, String)> = Vec::new();
     let mut all = Vec::new();
-    for dir in SEARCH_PATHS {
-        for (mut found, claims) in scan_dir(root, &root_real, dir, notes) {
+    for dir in class.search_paths() {
+        for (mut found, claims) in scan_dir(root, &root_real, dir, class, notes) {
             if claims {
                 if let Some((_, first)) = taken.iter().find(|(n, _)| *n == found.name) {
                     found.object = Err(format!("masked by {first}, which has the same name and comes first"));
@@ -251,17 +275,31 @@ pub fn discover(root: BorrowedFd, notes: &mut Vec<String>) -> Vec<Found> {
 mod tests {
     use super::*;
 
+    fn sysext(entry: &str, is_dir: bool) -> Result<String, String> {
+        image_name(entry, is_dir, Class::Sysext)
+    }
+
     #[test]
     fn names() {
-        assert_eq!(image_name("podman.raw", false).unwrap(), "podman");
-        assert_eq!(image_name("podman.sysext.raw", false).unwrap(), "podman");
-        assert_eq!(image_name("podman-5.4.raw", false).unwrap(), "podman-5.4");
-        assert_eq!(image_name("podman", true).unwrap(), "podman");
-        assert_eq!(image_name("podman.sysext", true).unwrap(), "podman");
-        assert_eq!(image_name("podman.img", false).unwrap_err(), "not an image: regular files must end in .raw");
-        assert!(image_name(".raw", false).is_err());
-        assert!(image_name("a\u{7}b.raw", false).is_err());
-        assert!(image_name(".#tmp.raw", false).is_err());
+        assert_eq!(sysext("podman.raw", false).unwrap(), "podman");
+        assert_eq!(sysext("podman.sysext.raw", false).unwrap(), "podman");
+        assert_eq!(sysext("podman-5.4.raw", false).unwrap(), "podman-5.4");
+        assert_eq!(sysext("podman", true).unwrap(), "podman");
+        assert_eq!(sysext("podman.sysext", true).unwrap(), "podman");
+        assert_eq!(sysext("podman.img", false).unwrap_err(), "not an image: regular files must end in .raw");
+        assert!(sysext(".raw", false).is_err());
+        assert!(sysext("a\u{7}b.raw", false).is_err());
+        assert!(sysext(".#tmp.raw", false).is_err());
+    }
+
+    #[test]
+    fn confext_names_drop_their_own_suffix_only() {
+        let confext = |e, d| image_name(e, d, Class::Confext);
+        assert_eq!(confext("podman-etc.confext.raw", false).unwrap(), "podman-etc");
+        assert_eq!(confext("site.confext", true).unwrap(), "site");
+        // systemd strips only the class's suffix: a sysext's name is a name like any other here.
+        assert_eq!(confext("x.sysext.raw", false).unwrap(), "x.sysext");
+        assert_eq!(sysext("x.confext.raw", false).unwrap(), "x.confext");
     }
 
     #[test]
@@ -270,11 +308,11 @@ mod tests {
         // UTF-8, not a ".#" temporary file. Hidden names and other Unicode are fine.
         let long = "x".repeat(255);
         for ok in ["podman", ".hidden", "a b", "x\u{85}y", "é", "...", long.as_str()] {
-            assert_eq!(image_name(&format!("{ok}.raw"), false).as_deref(), Ok(ok), "{ok:?}");
+            assert_eq!(sysext(&format!("{ok}.raw"), false).as_deref(), Ok(ok), "{ok:?}");
         }
         let too_long = "x".repeat(256);
         for bad in ["", ".", "..", ".#tmp", "a\u{1}b", "a\u{7f}b", too_long.as_str()] {
-            assert!(image_name(bad, true).is_err(), "{bad:?}");
+            assert!(sysext(bad, true).is_err(), "{bad:?}");
         }
     }
 }

@@ -1,14 +1,17 @@
 //! Step 4: what an image holds, for the planner: its release files, whether it carries
-//! os-release, which hierarchies it fills, and where it would clash with the base. Read-only;
-//! paths inside the image are resolved inside the image.
+//! os-release, which hierarchies it fills, and where it would clash with the base; for a
+//! confext, which of the base's sensitive files in /etc it replaces. Read-only; paths inside the
+//! image are resolved inside the image.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{fstat, openat, statat, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
+use crate::class::{Class, Hierarchy};
 use crate::error::{Context, Result};
-use crate::plan::{Facts, Hierarchy};
+use crate::mutable::Entry;
+use crate::plan::Facts;
 use crate::release;
 use crate::sys::fs::{list_dir, open_in_root, read_limited};
 use crate::validate::{conflicts, Conflict, Node, ReleaseFile};
@@ -37,7 +40,22 @@ impl ImageRoot<'_> {
     }
 }
 
-const RELEASE_DIR: &str = "usr/lib/extension-release.d";
+/// Files of /etc whose replacement by a confext the admin should hear about: what PID 1 and the
+/// initrd read early, and the configuration of systemd-sysext and systemd-confext themselves.
+pub const SENSITIVE: [&str; 12] = [
+    "etc/machine-id",
+    "etc/fstab",
+    "etc/os-release",
+    "etc/passwd",
+    "etc/group",
+    "etc/shadow",
+    "etc/gshadow",
+    "etc/systemd/confext.conf",
+    "etc/systemd/confext.conf.d",
+    "etc/systemd/sysext.conf",
+    "etc/systemd/sysext.conf.d",
+    "etc/extensions",
+];
 /// More candidates than this is not a real image; stop reading.
 const MAX_RELEASE_FILES: usize = 64;
 /// Deeper than any real /usr; a bound on a hostile image.
@@ -47,23 +65,52 @@ fn missing(e: &std::io::Error) -> bool {
     matches!(Errno::from_io_error(e), Some(Errno::NOENT | Errno::NOTDIR))
 }
 
-fn node(mode: u32) -> Node {
-    match FileType::from_raw_mode(mode) {
+fn node(st: &rustix::fs::Stat) -> Node {
+    match FileType::from_raw_mode(st.st_mode) {
         FileType::Directory => Node::Directory,
         FileType::Symlink => Node::Symlink,
+        // overlayfs's whiteout: a character device 0:0.
+        FileType::CharacterDevice if st.st_rdev == 0 => Node::Whiteout,
         _ => Node::Other,
     }
 }
 
-fn release_files(image: ImageRoot, name: &str) -> Result<Vec<ReleaseFile>> {
-    let dir = match image.open_dir(RELEASE_DIR) {
+/// What sits at `path` (relative, resolved inside `root`) for PID 1's machine-id check: a file
+/// with an ID, an empty or `uninitialized` one, a whiteout; `None` when nothing is there.
+pub fn entry_at(root: BorrowedFd, path: &str) -> std::io::Result<Option<Entry>> {
+    let (dir, name) = path.rsplit_once('/').unwrap_or((".", path));
+    let dirfd = match open_in_root(root, dir, OFlags::PATH | OFlags::DIRECTORY) {
+        Ok(fd) => fd,
+        Err(e) if missing(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let st = match statat(&dirfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if node(&st) == Node::Whiteout {
+        return Ok(Some(Entry::Whiteout));
+    }
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Ok(Some(Entry::Present));
+    }
+    let fd = open_in_root(root, path, OFlags::RDONLY | OFlags::NONBLOCK)?;
+    let text = read_limited(&fd, 64)?;
+    let unset = text.iter().all(u8::is_ascii_whitespace) || text.trim_ascii() == b"uninitialized";
+    Ok(Some(if unset { Entry::Unset } else { Entry::Present }))
+}
+
+fn release_files(image: ImageRoot, class: Class, name: &str) -> Result<Vec<ReleaseFile>> {
+    let dir_path = class.release_dir();
+    let dir = match image.open_dir(dir_path) {
         Ok(d) => d,
         Err(e) if missing(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e).context(format!("opening {RELEASE_DIR}")),
+        Err(e) => return Err(e).context(format!("opening {dir_path}")),
     };
     let exact = format!("extension-release.{name}");
     let mut out = Vec::new();
-    for entry in list_dir(dir.as_fd()).context(format!("listing {RELEASE_DIR}"))? {
+    for entry in list_dir(dir.as_fd()).context(format!("listing {dir_path}"))? {
         let Some(suffix) = entry.strip_prefix("extension-release.") else {
             continue;
         };
@@ -71,7 +118,7 @@ fn release_files(image: ImageRoot, name: &str) -> Result<Vec<ReleaseFile>> {
             break;
         }
         // The exact name may be a symlink (inside the image); the fallback takes regular files only.
-        let path = format!("{RELEASE_DIR}/{entry}");
+        let path = format!("{dir_path}/{entry}");
         let fd = if entry == exact {
             image.open(&path, OFlags::RDONLY | OFlags::NONBLOCK)
         } else {
@@ -109,7 +156,7 @@ fn walk(image: BorrowedFd, base: BorrowedFd, path: &str, depth: usize, out: &mut
         };
         let ours =
             statat(image, name.as_str(), AtFlags::SYMLINK_NOFOLLOW).with_context(|| format!("stat {path}/{name}"))?;
-        let (b, i) = (node(theirs.st_mode), node(ours.st_mode));
+        let (b, i) = (node(&theirs), node(&ours));
         let child = format!("{path}/{name}");
         if conflicts(b, i) {
             out.push(Conflict { path: child, base: b, image: i });
@@ -137,9 +184,27 @@ fn hierarchy_dir(image: ImageRoot, h: Hierarchy) -> Result<Option<OwnedFd>> {
     Ok((!empty).then_some(fd))
 }
 
+/// The sensitive files of /etc a confext has an entry for, each with whether the base has one.
+fn sensitive(image: ImageRoot, base: Option<BorrowedFd>) -> Result<Vec<(String, bool)>> {
+    let mut out = Vec::new();
+    for path in SENSITIVE {
+        let (dir, name) = path.rsplit_once('/').expect("every sensitive path is inside etc/");
+        let Ok(fd) = image.open(dir, OFlags::PATH | OFlags::DIRECTORY) else { continue };
+        match statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(Errno::NOENT) => continue,
+            Err(e) => return Err(e).context(format!("stat {path} in the image")),
+            Ok(_) => {}
+        }
+        let rel = path.strip_prefix("etc/").expect("inside etc/");
+        let in_base = base.is_some_and(|b| open_in_root(b, rel, OFlags::PATH | OFlags::NOFOLLOW).is_ok());
+        out.push((format!("/{path}"), in_base));
+    }
+    Ok(out)
+}
+
 /// `bases` are the sysroot's hierarchy directories that exist, opened before any merge.
-pub fn inspect(image: ImageRoot, name: &str, bases: &[(Hierarchy, BorrowedFd)]) -> Result<Facts> {
-    let release_files = release_files(image, name)?;
+pub fn inspect(image: ImageRoot, class: Class, name: &str, bases: &[(Hierarchy, BorrowedFd)]) -> Result<Facts> {
+    let release_files = release_files(image, class, name)?;
     let has_os_release = match image.open("usr/lib/os-release", OFlags::PATH) {
         Ok(_) => true,
         Err(e) if missing(&e) => false,
@@ -147,7 +212,7 @@ pub fn inspect(image: ImageRoot, name: &str, bases: &[(Hierarchy, BorrowedFd)]) 
     };
     let mut content = Vec::new();
     let mut clashes = Vec::new();
-    for h in Hierarchy::ALL {
+    for &h in class.hierarchies() {
         let Some(dir) = hierarchy_dir(image, h)? else {
             continue;
         };
@@ -156,5 +221,13 @@ pub fn inspect(image: ImageRoot, name: &str, bases: &[(Hierarchy, BorrowedFd)]) 
             walk(dir.as_fd(), *base, h.path(), 0, &mut clashes)?;
         }
     }
-    Ok(Facts { release_files, has_os_release, content, conflicts: clashes })
+    let (sensitive, machine_id) = match class {
+        Class::Sysext => (Vec::new(), None),
+        Class::Confext => {
+            let base = bases.iter().find(|(h, _)| *h == Hierarchy::Etc).map(|(_, fd)| *fd);
+            let id = entry_at(image.fd, "etc/machine-id").context("looking at etc/machine-id in the image")?;
+            (sensitive(image, base)?, id)
+        }
+    };
+    Ok(Facts { release_files, has_os_release, content, conflicts: clashes, sensitive, machine_id })
 }

@@ -5,6 +5,7 @@ use std::fmt;
 
 pub enum Json {
     Null,
+    Bool(bool),
     Num(u64),
     Int(i64),
     Str(String),
@@ -113,6 +114,7 @@ impl fmt::Display for Json {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Json::Null => f.write_str("null"),
+            Json::Bool(b) => write!(f, "{b}"),
             Json::Num(n) => write!(f, "{n}"),
             Json::Int(n) => write!(f, "{n}"),
             Json::Str(s) => escape(f, s),

@@ -3,29 +3,32 @@
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
-use initrd_sysext::error::Result;
+use initrd_sysext::class::{Class, Hierarchy};
+use initrd_sysext::error::{Context, Error, Result};
 use initrd_sysext::json::Json;
+use initrd_sysext::mutable::Mode;
 use initrd_sysext::pipeline::{self, Options};
-use initrd_sysext::plan::Hierarchy;
 use initrd_sysext::refresh_check::{self, Verdict};
-use initrd_sysext::sys::fs::open_dir_in_root;
+use initrd_sysext::sys::fs::{open_dir_in_root, open_in_root, read_only_fs, remove_tree};
 use initrd_sysext::{report, state, sys};
+use rustix::fs::OFlags;
 
 const USAGE: &str = "\
 usage: initrd-sysext COMMAND [OPTIONS]
 
-Merge systemd system extensions onto a sysroot's /usr and /opt, in the initrd.
+Merge systemd system extensions onto a sysroot's /usr and /opt, and configuration extensions
+onto its /etc, in the initrd.
 
 commands:
   merge     find, check and merge the extension images (what the boot unit runs)
   plan      dry run: every image found with its decision, and the layer order
-  status    what is merged now, from the systemd-sysext state
-  unmerge   undo a merge (ours or systemd-sysext's) and release its loop devices
+  status    what is merged now, from the systemd-sysext and systemd-confext state
+  unmerge   undo a merge (ours or systemd's) and release its loop devices
   refresh-needed
-            in the booted system, as systemd-sysext.service's ExecCondition (merge sets
-            it up where systemd needs it): exit 0 if systemd-sysext should refresh, 1 if
-            the initrd's merge is still what it would make, or an image there is refused
-            by the initrd's policy
+            in the booted system, as systemd-sysext.service's (or with --class confext
+            systemd-confext.service's) ExecCondition (merge sets it up where systemd needs
+            it): exit 0 if systemd should refresh, 1 if the initrd's merge is still what it
+            would make, or an image there is refused by the initrd's policy
 
 options:
   --sysroot DIR   the root to merge into (default /sysroot; status and unmerge
@@ -36,6 +39,9 @@ options:
                   systemd-sysext (default /run)
   --certs DIRS    colon-separated directories of trusted *.crt files in the initrd (default
                   /etc/verity.d:/usr/lib/verity.d); SYSROOT/usr/lib/verity.d is always read
+  --mutable MODE  merge and plan: the confext mutable mode (no, yes, auto, import, ephemeral,
+                  ephemeral-import), over $SYSTEMD_CONFEXT_MUTABLE_MODE and confext.conf
+  --class CLASS   refresh-needed: the service asking, sysext (default) or confext
   --json          plan and status: print JSON
   -h, --help      this text
   -V, --version   the version
@@ -57,6 +63,8 @@ fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String
         report: report::DEFAULT_REPORT.into(),
         run: "/run".into(),
         json: false,
+        mutable: None,
+        class: Class::Sysext,
     };
     let mut command = None;
     let mut it = args.iter();
@@ -69,6 +77,15 @@ fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String
             "--run" => opts.run = value("--run")?,
             "--certs" => {
                 opts.cert_dirs = value("--certs")?.split(':').filter(|d| !d.is_empty()).map(String::from).collect()
+            }
+            "--mutable" => {
+                let m = value("--mutable")?;
+                Mode::parse(&m).ok_or_else(|| format!("--mutable {m}: not a mutable mode"))?;
+                opts.mutable = Some(m);
+            }
+            "--class" => {
+                let c = value("--class")?;
+                opts.class = Class::parse(&c).ok_or_else(|| format!("--class {c}: sysext or confext"))?;
             }
             "--json" => opts.json = true,
             "merge" | "plan" | "status" | "unmerge" | "refresh-needed" if command.is_none() => {
@@ -104,22 +121,33 @@ fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String
     Ok((command, opts))
 }
 
+/// Both classes' plans. Confexts that a sysext would bring along in /usr/lib/confexts are not
+/// seen here: nothing is merged.
 fn plan(opts: &Options) -> Result<()> {
-    let p = pipeline::prepare(opts)?;
+    let shared = pipeline::shared(opts)?;
+    let mut plans = Vec::new();
+    for class in Class::ALL {
+        plans.push(pipeline::prepare(&shared, opts, class)?.plan);
+    }
+    plans[0].notes.splice(0..0, shared.notes.iter().cloned());
     if opts.json {
-        println!("{}", report::to_json(&opts.sysroot, &p.plan, None, None));
+        let passes: Vec<_> = plans.iter().map(|p| (p, None)).collect();
+        println!("{}", report::to_json(&opts.sysroot, &passes, None));
     } else {
-        print!("{}", report::plan_text(&p.plan));
+        print!("{}", report::plan_text(&plans.iter().collect::<Vec<_>>()));
     }
     Ok(())
 }
 
+/// What is merged on a hierarchy, and whether it is read-only.
+type Row = (Hierarchy, Option<(state::Merged, bool)>);
+
 fn status(opts: &Options) -> Result<()> {
     let root = pipeline::open_root(&opts.sysroot)?;
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for h in Hierarchy::ALL {
         let merged = match open_dir_in_root(root.as_fd(), h.dir()) {
-            Ok(dir) => state::read(dir.as_fd())?,
+            Ok(dir) => state::read(dir.as_fd(), h)?.map(|m| (m, read_only_fs(dir.as_fd()).unwrap_or(true))),
             Err(_) => None,
         };
         rows.push((h, merged));
@@ -134,10 +162,12 @@ fn status(opts: &Options) -> Result<()> {
                     (
                         "extensions",
                         m.as_ref()
-                            .map(|m| Json::Arr(m.extensions.iter().map(|e| e.as_str().into()).collect()))
+                            .map(|(m, _)| Json::Arr(m.extensions.iter().map(|e| e.as_str().into()).collect()))
                             .unwrap_or(Json::Null),
                     ),
-                    ("since", m.as_ref().map(|m| Json::Num(m.since.max(0) as u64)).unwrap_or(Json::Null)),
+                    ("since", m.as_ref().map(|(m, _)| Json::Num(m.since.max(0) as u64)).unwrap_or(Json::Null)),
+                    ("mode", m.as_ref().and_then(|(m, _)| m.mode.clone()).into()),
+                    ("read_only", m.as_ref().map(|(_, ro)| Json::Bool(*ro)).unwrap_or(Json::Null)),
                 ])
             })
             .collect();
@@ -152,7 +182,14 @@ fn status(opts: &Options) -> Result<()> {
     }
     for (h, m) in &rows {
         match m {
-            Some(m) => println!("{}\t{}\tsince {}", h.path(), m.extensions.join(" "), report::utc(m.since)),
+            Some((m, ro)) => {
+                let mut line = format!("{}\t{}\tsince {}", h.path(), m.extensions.join(" "), report::utc(m.since));
+                if h.class() == Class::Confext {
+                    let mode = m.mode.as_deref().unwrap_or("unknown");
+                    line += &format!("\tmutable {mode}, {}", if *ro { "read-only" } else { "writable" });
+                }
+                println!("{line}");
+            }
             None => println!("{}\tnone", h.path()),
         }
     }
@@ -160,6 +197,23 @@ fn status(opts: &Options) -> Result<()> {
         println!("last merge report: {}", opts.report);
     }
     Ok(())
+}
+
+/// Whether a `work_dir` value is one systemd would remove: relative and normalized.
+fn work_dir_is_sane(w: &str) -> bool {
+    !w.is_empty() && !w.starts_with('/') && w.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
+}
+
+/// Remove a persistent upper's work directory, as systemd's unmerge does (`rm -rf`), inside the
+/// root and never through a symlink.
+fn remove_work_dir(root: &std::os::fd::OwnedFd, w: &str) -> Result<()> {
+    if !work_dir_is_sane(w) {
+        return Err(Error::msg(format!("not removing the work directory {w:?}: not a normalized relative path")));
+    }
+    let (parent, name) = w.rsplit_once('/').unwrap_or(("", w));
+    let parent = open_in_root(root.as_fd(), parent, OFlags::PATH | OFlags::DIRECTORY)
+        .with_context(|| format!("opening the parent of {w}"))?;
+    remove_tree(parent.as_fd(), name.as_bytes(), 64).with_context(|| format!("removing {w}"))
 }
 
 fn unmerge(opts: &Options) -> Result<()> {
@@ -170,14 +224,18 @@ fn unmerge(opts: &Options) -> Result<()> {
             let Ok(dir) = open_dir_in_root(root.as_fd(), h.dir()) else {
                 break;
             };
-            if state::read(dir.as_fd())?.is_none() {
+            let Some(merged) = state::read(dir.as_fd(), h)? else {
                 break;
-            }
+            };
             // The mount point, resolved inside the root: a symlinked hierarchy (/opt -> var/opt)
-            // is merged where it leads, and the unmount never follows a link.
+            // is merged where it leads, and the unmount never follows a link. Its submounts (a
+            // writable /etc's read-only .systemd-confext) go with it.
             let path = sys::fs::real_path(dir.as_fd())?;
             drop(dir);
             sys::mount::detach(&path)?;
+            if let Some(w) = &merged.work_dir {
+                remove_work_dir(&root, w)?;
+            }
             println!("unmerged {path}");
         }
     }
@@ -186,9 +244,9 @@ fn unmerge(opts: &Options) -> Result<()> {
 
 /// ExecCondition's answer: 0 runs systemd-sysext, 1 skips it. Never 255, which would fail the unit.
 fn refresh_needed(opts: &Options) -> ExitCode {
-    match refresh_check::check(&opts.sysroot, &opts.run) {
+    match refresh_check::check(&opts.sysroot, &opts.run, opts.class) {
         Verdict::Refresh(why) => {
-            log::info!(target: report::TARGET, "systemd-sysext may refresh: {why}");
+            log::info!(target: report::TARGET, "{} may refresh: {why}", opts.class.tool());
             ExitCode::SUCCESS
         }
         Verdict::Leave(why) => {

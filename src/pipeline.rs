@@ -1,5 +1,8 @@
 //! The boot flow, one step per module: cmdline → discover → verify → validate (inspect) → plan →
-//! apply → report. `prepare` gathers plain data and builds the plan; `merge` applies it.
+//! apply → report, once per image class: sysexts, then confexts (so that confexts a sysext
+//! ships in /usr/lib/confexts are found). `context` reads what both passes share (the command
+//! line, the certificates); `prepare` gathers plain data and builds a class's plan; `merge`
+//! applies each in turn, then reports and hands over once.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -9,11 +12,12 @@ use rustix::fs::{fstat, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::apply::{self, Faults, Stageable, Staged, Target};
-use crate::cmdline::Policy;
-use crate::cmdline::{self, Selection};
+use crate::class::Class;
+use crate::cmdline::{self, Cmdline, Policy, Selection};
 use crate::discover::{self, Found, Object};
-use crate::error::{Context, Result};
-use crate::handover;
+use crate::error::{Context as _, Result};
+use crate::etc;
+use crate::handover::{self, Systemd};
 use crate::inspect;
 use crate::plan::{self, Hierarchy, HierarchyState, ImageInput, Inputs, Outcome, Plan};
 use crate::release;
@@ -33,18 +37,32 @@ pub struct Options {
     /// The initrd's /run, which becomes the booted system's: where the handover goes.
     pub run: String,
     pub json: bool,
+    /// `--mutable=MODE`: the confext mutable mode, over every other source.
+    pub mutable: Option<String>,
+    /// `refresh-needed --class`: the service asking.
+    pub class: Class,
 }
 
-pub struct Prepared {
+/// What both passes share.
+pub struct Shared {
     pub root: OwnedFd,
-    pub plan: Plan,
-    pub staged: HashMap<String, Staged>,
-    pub targets: Vec<Target>,
+    pub cmdline: Cmdline,
     pub faults: Faults,
     pub policy: Policy,
     pub trusted: Vec<TrustedCert>,
     /// Certificate names masked in the initrd, for the booted system.
     pub masked: Vec<String>,
+    /// What the root's systemd-sysext (and -confext) can do, and where it is.
+    pub systemd: (Systemd, Option<&'static str>),
+    /// Lines for the log that belong to no class (the command line's, the certificates').
+    pub notes: Vec<String>,
+}
+
+/// One class's plan, and what applying it needs.
+pub struct Prepared {
+    pub plan: Plan,
+    pub staged: HashMap<String, Staged>,
+    pub targets: Vec<Target>,
     /// A decision was made here (not disabled, not merged before us): hand it over.
     pub decided: bool,
 }
@@ -54,15 +72,16 @@ pub fn open_root(sysroot: &str) -> Result<OwnedFd> {
         .with_context(|| format!("opening the sysroot {sysroot}"))
 }
 
-/// The root's os-release: /etc first, then /usr/lib, as systemd reads it.
-fn host(root: &OwnedFd) -> std::result::Result<Host, String> {
+/// The root's os-release: /etc first, then /usr/lib, as systemd reads it; the class picks the
+/// level key.
+fn host(root: &OwnedFd, class: Class) -> std::result::Result<Host, String> {
     for p in ["etc/os-release", "usr/lib/os-release"] {
         let Ok(fd) = open_in_root(root.as_fd(), p, OFlags::RDONLY | OFlags::NONBLOCK) else {
             continue;
         };
         let bytes = read_limited(&fd, release::MAX_SIZE).map_err(|e| format!("/{p}: {e}"))?;
         let info = release::parse(&bytes).map_err(|e| format!("/{p} {e}"))?;
-        return Host::from_release(&info, native_architecture()).map_err(|e| format!("/{p}: {e}"));
+        return Host::from_release(&info, native_architecture(), class).map_err(|e| format!("/{p}: {e}"));
     }
     Err("neither /etc/os-release nor /usr/lib/os-release exists".into())
 }
@@ -82,7 +101,9 @@ fn target(root: &OwnedFd, h: Hierarchy) -> Result<Target> {
                 (None, HierarchyState::Unusable { reason })
             } else {
                 let dir = open_dir_in_root(root.as_fd(), h.dir()).with_context(|| format!("opening {path}"))?;
-                match crate::state::read(dir.as_fd()).with_context(|| format!("reading the merge state of {path}"))? {
+                match crate::state::read(dir.as_fd(), h)
+                    .with_context(|| format!("reading the merge state of {path}"))?
+                {
                     Some(m) => (Some(fd), HierarchyState::Merged { extensions: m.extensions }),
                     None => (Some(fd), HierarchyState::Ready),
                 }
@@ -131,15 +152,16 @@ pub fn identify(object: &Object, size: u64) -> std::result::Result<Kind, String>
 }
 
 /// Step 3b for one image file: its evidence, or why it is broken.
-pub fn examine(root: &OwnedFd, f: &Found, fd: &OwnedFd, kind: Kind, trusted: &[TrustedCert]) -> Examined {
+pub fn examine(root: &OwnedFd, f: &Found, fd: &OwnedFd, kind: Kind, class: Class, trusted: &[TrustedCert]) -> Examined {
     let readable = reopen_read(fd.as_fd()).map_err(|e| format!("cannot open: {e}"))?;
     let sidecars = evidence::sidecars(root.as_fd(), &f.path, f.target.as_deref())?;
-    evidence::examine(&readable, f.size, kind, sidecars, trusted)
+    evidence::examine(&readable, f.size, kind, class.roles(), sidecars, trusted)
 }
 
 pub type Examined = std::result::Result<(Trust, Source), String>;
 
-pub fn prepare(opts: &Options) -> Result<Prepared> {
+/// Step 1 and the certificates: what every class's pass shares.
+pub fn shared(opts: &Options) -> Result<Shared> {
     let faults = Faults::from_env();
     let root = open_root(&opts.sysroot)?;
     let mut notes = Vec::new();
@@ -150,14 +172,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
             cmdline::parse("")
         }
     };
-    let targets = Hierarchy::ALL.iter().map(|h| target(&root, *h)).collect::<Result<Vec<_>>>()?;
-    let hierarchies: Vec<_> = targets.iter().map(|t| (t.hierarchy, t.state.clone())).collect();
-    let bases: Vec<_> = targets.iter().filter_map(|t| t.fd.as_ref().map(|fd| (t.hierarchy, fd.as_fd()))).collect();
-    // Opening images costs a loop device and a mount each: only do it if they could be merged.
-    let open_images =
-        !matches!(cmdline.selection, Selection::Disabled { .. }) && plan::already_merged(&hierarchies).is_none();
-    let decided = open_images;
-
+    notes.extend(cmdline.warnings.iter().cloned());
     let certs = certificates::load(&opts.cert_dirs, root.as_fd(), &opts.sysroot, &mut notes);
     let policy = cmdline.policy.unwrap_or(plan::default_policy(certs.any_installed()));
     let unusable = match certs.unusable.len() {
@@ -165,15 +180,30 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
         n => format!(", {n} unusable"),
     };
     log::info!(target: report::TARGET, "policy {}: {} trusted certificate(s){unusable}", policy.as_str(), certs.trusted.len());
-    let (trusted, masked) = (certs.trusted, certs.masked);
+    let systemd = handover::detect(root.as_fd());
+    Ok(Shared { root, cmdline, faults, policy, trusted: certs.trusted, masked: certs.masked, systemd, notes })
+}
 
-    let found = discover::discover(root.as_fd(), &mut notes);
+/// Steps 2 to 5 for one class: what is there, what it is, and the plan.
+pub fn prepare(ctx: &Shared, opts: &Options, class: Class) -> Result<Prepared> {
+    let root = &ctx.root;
+    let mut notes = Vec::new();
+    let targets = class.hierarchies().iter().map(|h| target(root, *h)).collect::<Result<Vec<_>>>()?;
+    let hierarchies: Vec<_> = targets.iter().map(|t| (t.hierarchy, t.state.clone())).collect();
+    let bases: Vec<_> = targets.iter().filter_map(|t| t.fd.as_ref().map(|fd| (t.hierarchy, fd.as_fd()))).collect();
+    // Opening images costs a loop device and a mount each: only do it if they could be merged.
+    let open_images = !matches!(ctx.cmdline.selection(class), Selection::Disabled { .. })
+        && plan::already_merged(&hierarchies).is_none();
+    let decided = open_images;
+
+    let found = discover::discover(root.as_fd(), class, &mut notes);
     let kinds: Vec<_> =
         found.iter().map(|f| f.object.as_ref().map_err(Clone::clone).and_then(|o| identify(o, f.size))).collect();
     let wanted = |i: usize| match (&found[i].object, &kinds[i]) {
-        (Ok(object), Ok(k)) if open_images && plan::selected(&cmdline, &found[i].name) => Some((object, *k)),
+        (Ok(object), Ok(k)) if open_images && plan::selected(&ctx.cmdline, class, &found[i].name) => Some((object, *k)),
         _ => None,
     };
+    let (policy, trusted, faults) = (ctx.policy, &ctx.trusted, &ctx.faults);
     // Examine, then stage and inspect only what the policy admits: a refused image never
     // reaches the kernel's file system code.
     let opened = parallel(found.len(), |i| {
@@ -181,7 +211,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
         let f = &found[i];
         let (trust, source) = match object {
             Object::Dir(_) => (Ok(Trust::none()), None),
-            Object::File(fd) => match examine(&root, f, fd, kind, &trusted) {
+            Object::File(fd) => match examine(root, f, fd, kind, class, trusted) {
                 Ok((t, s)) => (Ok(t), Some(s)),
                 Err(e) => (Err(e), None),
             },
@@ -192,11 +222,15 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
                 (Object::File(_), Some(src)) => Stageable::File(src),
                 (Object::Dir(fd), _) | (Object::File(fd), None) => Stageable::Dir(fd.as_fd()),
             };
-            let s = apply::stage(&f.name, what, &faults).map_err(|e| e.to_string())?;
-            let facts = inspect::inspect(s.root(), &f.name, &bases).map_err(|e| e.to_string())?;
+            let s = apply::stage(&f.name, what, faults).map_err(|e| e.to_string())?;
+            let facts = inspect::inspect(s.root(), class, &f.name, &bases).map_err(|e| e.to_string())?;
             Ok((s, facts))
         });
         Some((trust, staged))
+    });
+    // The mutable mode and /etc are looked at only when there is a confext to merge.
+    let etc = (class == Class::Confext && opened.iter().any(Option::is_some)).then(|| {
+        etc::gather(root.as_fd(), &opts.run, opts.mutable.as_deref(), &ctx.cmdline, &ctx.systemd.0, &mut notes)
     });
     let mut staged = HashMap::new();
     let mut images = Vec::new();
@@ -222,31 +256,48 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
             origin: f.origin,
         });
     }
-    let mut plan = plan::build(&Inputs { cmdline, policy, host: host(&root), hierarchies, images });
+    let cmdline = ctx.cmdline.clone();
+    let mut plan = plan::build(&Inputs { class, cmdline, policy, host: host(root, class), hierarchies, images, etc });
     plan.notes.splice(0..0, notes);
     // Images we will not merge let go of their loop devices now.
     let merging = plan.merged_names();
     staged.retain(|name, _| merging.contains(name));
-    Ok(Prepared { root, plan, staged, targets, faults, policy, trusted, masked, decided })
+    Ok(Prepared { plan, staged, targets, decided })
 }
 
-/// The whole merge. Returns whether every hierarchy that had something to merge got merged.
+/// The whole merge: sysexts, then confexts. Returns whether every hierarchy that had something
+/// to merge got merged.
 pub fn merge(opts: &Options) -> Result<bool> {
     let start = Instant::now();
-    let mut p = prepare(opts)?;
-    let outcomes = apply::apply(&mut p.plan, &p.staged, p.root.as_fd(), &mut p.targets, &p.faults);
-    let took = |name: &str| p.staged.get(name).map(|s| s.took);
-    report::log_merge(&p.plan, &outcomes, &took);
+    let ctx = shared(opts)?;
+    let mut passes: Vec<(Prepared, Vec<(Hierarchy, Outcome)>)> = Vec::new();
+    for class in Class::ALL {
+        let mut p = prepare(&ctx, opts, class)?;
+        if class == Class::ALL[0] {
+            p.plan.notes.splice(0..0, ctx.notes.iter().cloned());
+        }
+        let outcomes = apply::apply(&mut p.plan, &p.staged, ctx.root.as_fd(), &mut p.targets, &ctx.faults);
+        let took = |name: &str| p.staged.get(name).map(|s| s.took);
+        report::log_merge(&p.plan, &outcomes, &took);
+        passes.push((p, outcomes));
+    }
     let total = start.elapsed();
-    let merged = p.plan.merged_names().len();
-    log::info!(target: report::TARGET, "done in {} ms: {merged} merged, {} skipped", total.as_millis(), p.plan.images.len() - merged);
-    let doc = report::to_json(&opts.sysroot, &p.plan, Some(&outcomes), Some(total));
+    let merged: usize = passes.iter().map(|(p, _)| p.plan.merged_names().len()).sum();
+    let found: usize = passes.iter().map(|(p, _)| p.plan.images.len()).sum();
+    log::info!(target: report::TARGET, "done in {} ms: {merged} merged, {} skipped", total.as_millis(), found - merged);
+    let doc = report::to_json(
+        &opts.sysroot,
+        &passes.iter().map(|(p, o)| (&p.plan, Some(o.as_slice()))).collect::<Vec<_>>(),
+        Some(total),
+    );
     if let Err(e) = report::write_report(&opts.report, &doc) {
         log::warn!(target: report::TARGET, "cannot write {}: {e}", opts.report);
     }
-    if p.decided {
-        let certs = handover::Certs { trusted: &p.trusted, masked: &p.masked };
-        handover::hand_over(p.root.as_fd(), &opts.sysroot, &opts.run, p.policy, certs, &p.plan, &outcomes);
+    let decided: Vec<handover::Pass> =
+        passes.iter().filter(|(p, _)| p.decided).map(|(p, o)| handover::Pass { plan: &p.plan, outcomes: o }).collect();
+    if !decided.is_empty() {
+        let certs = handover::Certs { trusted: &ctx.trusted, masked: &ctx.masked };
+        handover::hand_over(ctx.root.as_fd(), &opts.sysroot, &opts.run, ctx.systemd, ctx.policy, certs, &decided);
     }
-    Ok(!outcomes.iter().any(|(_, o)| matches!(o, Outcome::Failed { .. })))
+    Ok(!passes.iter().flat_map(|(_, o)| o).any(|(_, o)| matches!(o, Outcome::Failed { .. })))
 }

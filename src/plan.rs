@@ -1,40 +1,18 @@
-//! Step 5: the decision. One `Plan` from plain data: what was found, what each image holds, the
-//! host's release, the state of /usr and /opt and the command line. No syscalls here, so every
-//! rule is unit-tested without root.
+//! Step 5: the decision. One `Plan` per class from plain data: what was found, what each image
+//! holds, the host's release, the state of the class's hierarchies, the command line and, for
+//! confexts, the mutable mode and what the root's /etc is. No syscalls here, so every rule is
+//! unit-tested without root.
 
 use std::time::Duration;
 
+use crate::class::Class;
+pub use crate::class::Hierarchy;
 use crate::cmdline::{Cmdline, Policy, Selection};
 use crate::discover::Origin;
+use crate::mutable::{self, Choice, EtcFacts, Layout, Source};
 use crate::validate::{self, Conflict, Host, ReleaseFile};
 use crate::verify::{Kind, Signature, Trust};
 use crate::version;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Hierarchy {
-    Usr,
-    Opt,
-}
-
-impl Hierarchy {
-    pub const ALL: [Hierarchy; 2] = [Hierarchy::Usr, Hierarchy::Opt];
-
-    /// Relative to the root: `usr`.
-    pub fn dir(self) -> &'static str {
-        match self {
-            Hierarchy::Usr => "usr",
-            Hierarchy::Opt => "opt",
-        }
-    }
-
-    /// As the booted system names it: `/usr`.
-    pub fn path(self) -> &'static str {
-        match self {
-            Hierarchy::Usr => "/usr",
-            Hierarchy::Opt => "/opt",
-        }
-    }
-}
 
 /// What an image holds, read from its mounted tree.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,6 +22,11 @@ pub struct Facts {
     /// Hierarchies for which the image has a non-empty directory.
     pub content: Vec<Hierarchy>,
     pub conflicts: Vec<Conflict>,
+    /// Confexts: the sensitive files of /etc it has an entry for (`/etc/fstab`), each with
+    /// whether the base has one too.
+    pub sensitive: Vec<(String, bool)>,
+    /// Confexts: what it has at etc/machine-id.
+    pub machine_id: Option<mutable::Entry>,
 }
 
 /// One image as discovery and inspection saw it.
@@ -71,19 +54,28 @@ pub enum HierarchyState {
     Ready,
     /// Does not exist: created if an extension needs it, as systemd-sysext does.
     Missing,
-    /// Already carries a merge (ours or systemd-sysext's).
+    /// Already carries a merge (ours or systemd's).
     Merged { extensions: Vec<String> },
     /// Cannot be merged onto, for the given reason.
     Unusable { reason: String },
 }
 
+/// For confexts: the mutable mode and what the root's /etc is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcInputs {
+    pub choice: Choice,
+    pub facts: EtcFacts,
+}
+
 pub struct Inputs {
+    pub class: Class,
     pub cmdline: Cmdline,
     /// The policy in force: the command line's, or the default for the installed certificates.
     pub policy: Policy,
     pub host: Result<Host, String>,
     pub hierarchies: Vec<(Hierarchy, HierarchyState)>,
     pub images: Vec<ImageInput>,
+    pub etc: Option<EtcInputs>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +111,10 @@ pub struct HierarchyPlan {
     pub state: HierarchyState,
     /// Extension names, top layer first; the host directory goes below them.
     pub layers: Vec<String>,
+    /// /etc: the overlay the mutable mode makes (read-only for sysexts, always).
+    pub layout: Option<Layout>,
+    /// Not merged as a whole this boot, and why (a mutable mode that cannot be honoured here).
+    pub skipped: Option<String>,
 }
 
 /// What became of a hierarchy once the plan was applied.
@@ -141,6 +137,7 @@ pub enum Outcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    pub class: Class,
     pub images: Vec<Decision>,
     pub hierarchies: Vec<HierarchyPlan>,
     /// Things worth a log line that belong to no single image.
@@ -149,8 +146,8 @@ pub struct Plan {
 
 /// Whether the command line lets us look at this image at all. The driver uses it to avoid
 /// opening images that will be skipped anyway.
-pub fn selected(cmdline: &Cmdline, name: &str) -> bool {
-    match &cmdline.selection {
+pub fn selected(cmdline: &Cmdline, class: Class, name: &str) -> bool {
+    match cmdline.selection(class) {
         Selection::Disabled { .. } => false,
         Selection::All => true,
         Selection::Only(names) => names.iter().any(|n| n == name),
@@ -200,8 +197,44 @@ pub fn admit(policy: Policy, trust: &Trust) -> Result<Option<String>, String> {
     }
 }
 
+/// What a confext's entry at a sensitive path of /etc does, for its warning.
+fn sensitive_warning(path: &str, in_base: bool) -> String {
+    let what = if in_base { format!("replaces the base's {path}") } else { format!("adds {path}") };
+    let effect = match path {
+        "/etc/fstab" => ": the initrd has mounted by the base's already; it governs the booted system's mounts",
+        "/etc/os-release" => ": the booted systemd-sysext matches extensions against it, not against the base's",
+        "/etc/machine-id" => ": PID 1 takes the machine ID from it",
+        "/etc/systemd/confext.conf" | "/etc/systemd/confext.conf.d" => {
+            ": the booted systemd-confext reads it (its Mutable= too); this merge read the base's"
+        }
+        "/etc/extensions" | "/etc/systemd/sysext.conf" | "/etc/systemd/sysext.conf.d" => {
+            ": only the booted systemd-sysext sees it (the initrd merged sysexts before confexts)"
+        }
+        _ => "",
+    };
+    format!("{what}{effect}")
+}
+
+/// Sysexts: a clash with the base refuses the image. Confexts: systemd's rules alone decide
+/// (configuration replaces configuration), so clashes and sensitive files are only named.
+fn content_rules(class: Class, facts: &Facts) -> Result<Vec<String>, String> {
+    let more = |n: usize| if n > 1 { format!(" (and {} more)", n - 1) } else { String::new() };
+    let mut warnings = Vec::new();
+    if let Some(first) = facts.conflicts.first() {
+        let what = format!("{}{}", validate::describe(first), more(facts.conflicts.len()));
+        match class {
+            Class::Sysext => return Err(what),
+            Class::Confext => warnings.push(what.replace(" (sysext-bakery#131)", "")),
+        }
+    }
+    warnings.extend(facts.sensitive.iter().map(|(p, in_base)| sensitive_warning(p, *in_base)));
+    Ok(warnings)
+}
+
 fn decide(inputs: &Inputs, image: &ImageInput) -> Result<(Vec<Hierarchy>, Option<String>), String> {
-    if let Selection::Disabled { by } = &inputs.cmdline.selection {
+    let class = inputs.class;
+    let selection = inputs.cmdline.selection(class);
+    if let Selection::Disabled { by } = selection {
         return Err(format!("merging is disabled by {by}"));
     }
     if let Some((h, names)) = already_merged(&inputs.hierarchies) {
@@ -211,13 +244,13 @@ fn decide(inputs: &Inputs, image: &ImageInput) -> Result<(Vec<Hierarchy>, Option
             format!("{} is already merged ({}); merging again would stack a second overlay", h.path(), names.join(", "))
         });
     }
-    if let Selection::Only(names) = &inputs.cmdline.selection {
+    if let Selection::Only(names) = selection {
         if !names.contains(&image.name) {
-            return Err(format!("not listed in rd.sysext={}", names.join(",")));
+            return Err(format!("not listed in {}={}", class.switch(), names.join(",")));
         }
     }
     image.kind.clone()?;
-    let warning = match &image.trust {
+    let policy_warning = match &image.trust {
         Some(t) => admit(inputs.policy, t.as_ref()?)?,
         None => return Err("was not examined".into()),
     };
@@ -231,28 +264,74 @@ fn decide(inputs: &Inputs, image: &ImageInput) -> Result<(Vec<Hierarchy>, Option
         (None, _) => return Err("was not opened".into()),
     };
     let host = inputs.host.as_ref().map_err(|e| format!("cannot check against the root: {e}"))?;
-    let file = validate::pick_release(&image.name, &facts.release_files)?;
+    let file = validate::pick_release(&image.name, class, &facts.release_files)?;
     let info = validate::read_release(file)?;
-    validate::release_matches(&info, host, "system")?;
+    validate::release_matches(&info, host, "system", class)?;
     if facts.has_os_release {
         return Err("contains usr/lib/os-release, which only the base OS may carry".into());
     }
-    if let Some(first) = facts.conflicts.first() {
-        let more = match facts.conflicts.len() {
-            1 => String::new(),
-            n => format!(" (and {} more)", n - 1),
-        };
-        return Err(format!("{}{more}", validate::describe(first)));
-    }
+    let mut warnings: Vec<String> = policy_warning.into_iter().collect();
+    warnings.extend(content_rules(class, &facts)?);
     if facts.content.is_empty() {
-        return Err("has no files under /usr or /opt".into());
+        let dirs: Vec<&str> = class.hierarchies().iter().map(|h| h.path()).collect();
+        return Err(format!("has no files under {}", dirs.join(" or ")));
     }
     for h in &facts.content {
         if let Some((_, HierarchyState::Unusable { reason })) = inputs.hierarchies.iter().find(|(x, _)| x == h) {
             return Err(format!("needs {}, which cannot be merged onto: {reason}", h.path()));
         }
     }
-    Ok((facts.content, warning))
+    Ok((facts.content, (!warnings.is_empty()).then(|| warnings.join("; "))))
+}
+
+/// The /etc overlay for the mutable mode, and whether it may be made at all: a mode systemd
+/// could not honour fails here as it fails there; a read-only /etc nobody chose is said in one
+/// line, and skipped when PID 1 would find no machine ID in it. Returns the line to log, if any.
+fn etc_layout(inputs: &Inputs, etc: &EtcInputs, hp: &mut HierarchyPlan) -> Option<String> {
+    let layout = match mutable::layout(&etc.choice, &etc.facts) {
+        Ok(l) => l,
+        Err(reason) => {
+            hp.skipped = Some(reason);
+            return None;
+        }
+    };
+    let mode = &etc.choice;
+    let mut note = None;
+    if layout.read_only() {
+        let machine_id_of = |name: &String| {
+            inputs.images.iter().find(|i| &i.name == name).and_then(|i| match &i.facts {
+                Some(Ok(f)) => f.machine_id,
+                _ => None,
+            })
+        };
+        let images: Vec<_> = hp.layers.iter().map(machine_id_of).collect();
+        let machine_id = mutable::merged_machine_id(&layout, &etc.facts, &images);
+        let consequence = mutable::read_only_consequence(machine_id);
+        match (&mode.source, machine_id) {
+            (Source::Default, None) => {
+                hp.skipped = Some(format!(
+                    "mutable mode no, the default, would leave /etc read-only and without /etc/machine-id, and {consequence};                      so no confext is merged this boot. To merge them: {}, or give /etc a machine-id",
+                    mutable::HOW_TO_CHOOSE
+                ));
+                return None;
+            }
+            (Source::Default, _) => {
+                note = Some(format!(
+                    "/etc will be read-only: mutable mode no is systemd's default, nobody chose it; {consequence}.                      To choose a mode: {}",
+                    mutable::HOW_TO_CHOOSE
+                ))
+            }
+            (source, None) => {
+                note = Some(format!(
+                    "/etc will be read-only (mutable mode {} from {source}) and has no /etc/machine-id: {consequence};                      merged as chosen",
+                    mode.mode
+                ))
+            }
+            _ => {}
+        }
+    }
+    hp.layout = Some(layout);
+    note
 }
 
 pub fn build(inputs: &Inputs) -> Plan {
@@ -286,7 +365,7 @@ pub fn build(inputs: &Inputs) -> Plan {
         .collect();
     images.sort_by(|a, b| version::compare(&a.name, &b.name).then_with(|| a.path.cmp(&b.path)));
 
-    let hierarchies = inputs
+    let mut hierarchies: Vec<HierarchyPlan> = inputs
         .hierarchies
         .iter()
         .map(|(h, state)| HierarchyPlan {
@@ -298,25 +377,53 @@ pub fn build(inputs: &Inputs) -> Plan {
                 .filter(|d| d.action == Action::Merge && d.content.contains(h))
                 .map(|d| d.name.clone())
                 .collect(),
+            layout: None,
+            skipped: None,
         })
         .collect();
 
-    let mut notes = inputs.cmdline.warnings.clone();
-    if let Selection::Only(names) = &inputs.cmdline.selection {
+    let mut notes = Vec::new();
+    if let Selection::Only(names) = inputs.cmdline.selection(inputs.class) {
         for n in names.iter().filter(|n| !inputs.images.iter().any(|i| &i.name == *n)) {
-            notes.push(format!("rd.sysext names {n}, but no image of that name was found"));
+            notes.push(format!("{} names {n}, but no image of that name was found", inputs.class.switch()));
         }
     }
     if let Err(e) = &inputs.host {
         notes.push(format!("cannot read the root's os-release: {e}"));
     }
-    Plan { images, hierarchies, notes }
+    let mut plan = Plan { class: inputs.class, images, hierarchies: Vec::new(), notes };
+    for hp in &mut hierarchies {
+        if let Some(etc) = inputs.etc.as_ref().filter(|_| hp.hierarchy == Hierarchy::Etc && !hp.layers.is_empty()) {
+            plan.notes.extend(etc_layout(inputs, etc, hp));
+        }
+    }
+    plan.hierarchies = hierarchies;
+    for hp in plan.hierarchies.clone().iter().filter(|hp| hp.skipped.is_some()) {
+        let reason = format!("{} is not merged: {}", hp.hierarchy.path(), hp.skipped.as_deref().unwrap_or_default());
+        for name in &hp.layers {
+            plan.refuse(name, reason.clone());
+        }
+    }
+    plan
 }
 
 impl Plan {
     /// Names to merge, oldest first: the content of `.systemd-sysext/extensions`.
     pub fn merged_names(&self) -> Vec<String> {
         self.images.iter().filter(|d| d.action == Action::Merge).map(|d| d.name.clone()).collect()
+    }
+
+    /// The plan of one hierarchy.
+    pub fn hierarchy(&self, h: Hierarchy) -> Option<&HierarchyPlan> {
+        self.hierarchies.iter().find(|p| p.hierarchy == h)
+    }
+
+    /// Skip an image by a rule; unlike `demote`, not a failure the booted system might overcome.
+    fn refuse(&mut self, name: &str, reason: String) {
+        self.demote(name, reason);
+        for d in self.images.iter_mut().filter(|d| d.name == name) {
+            d.failed = false;
+        }
     }
 
     /// Drop an image that failed while applying; it becomes a skip with the failure as reason.
@@ -348,6 +455,8 @@ mod tests {
             has_os_release: false,
             content: vec![Hierarchy::Usr],
             conflicts: vec![],
+            sensitive: vec![],
+            machine_id: None,
         }
     }
 
@@ -377,11 +486,13 @@ mod tests {
     fn inputs(cmd: &str, images: Vec<ImageInput>) -> Inputs {
         let cmdline = cmdline::parse(cmd);
         Inputs {
+            class: Class::Sysext,
             policy: cmdline.policy.unwrap_or(Policy::Any),
             cmdline,
             host: Ok(host()),
             hierarchies: vec![(Hierarchy::Usr, HierarchyState::Ready), (Hierarchy::Opt, HierarchyState::Ready)],
             images,
+            etc: None,
         }
     }
 
@@ -560,5 +671,142 @@ mod tests {
         assert!(plan.images.iter().any(|d| d.name == "a" && d.failed));
         assert_eq!(reason(&plan, "a"), "overlay refused it");
         assert_eq!(plan.merged_names(), ["b"]);
+    }
+
+    use crate::mutable::{Entry, Mode, MutableDir, Upper};
+
+    /// A confext with a release file for `name` and files under /etc.
+    fn confext(name: &str) -> ImageInput {
+        let mut f = facts("ID=debian\nVERSION_ID=13\n");
+        f.content = vec![Hierarchy::Etc];
+        let mut i = image(name, f);
+        i.path = format!("/var/lib/confexts/{name}.raw");
+        i
+    }
+
+    fn etc_facts(machine_id: Option<Entry>) -> EtcFacts {
+        EtcFacts {
+            mode: 0o755,
+            host_has_entries: true,
+            machine_id,
+            mutable_dir: MutableDir::Missing { path: mutable::MUTABLE_DIR.into(), read_only_fs: false },
+            var_unmounted: None,
+        }
+    }
+
+    fn confext_inputs(choice: Choice, machine_id: Option<Entry>, images: Vec<ImageInput>) -> Inputs {
+        let mut i = inputs("", images);
+        i.class = Class::Confext;
+        i.hierarchies = vec![(Hierarchy::Etc, HierarchyState::Ready)];
+        i.etc = Some(EtcInputs { choice, facts: etc_facts(machine_id) });
+        i
+    }
+
+    fn default_mode() -> Choice {
+        Choice { mode: Mode::No, source: Source::Default }
+    }
+
+    fn chosen(mode: Mode) -> Choice {
+        Choice { mode, source: Source::Config("/etc/systemd/confext.conf".into()) }
+    }
+
+    #[test]
+    fn a_read_only_etc_nobody_chose_is_said_in_one_line() {
+        let plan = build(&confext_inputs(default_mode(), Some(Entry::Present), vec![confext("site")]));
+        assert_eq!(layers(&plan, Hierarchy::Etc), ["site"]);
+        assert!(plan.hierarchy(Hierarchy::Etc).unwrap().layout.as_ref().unwrap().read_only());
+        assert_eq!(plan.notes.len(), 1, "{:?}", plan.notes);
+        let n = &plan.notes[0];
+        assert!(
+            n.starts_with("/etc will be read-only: mutable mode no is systemd's default, nobody chose it; "),
+            "{n}"
+        );
+        assert!(n.contains("To choose a mode: set Mutable= in [ConfExt] of /etc/systemd/confext.conf"), "{n}");
+        // Chosen, it is just done.
+        let plan = build(&confext_inputs(chosen(Mode::No), Some(Entry::Present), vec![confext("site")]));
+        assert!(plan.notes.is_empty(), "{:?}", plan.notes);
+        // An empty machine-id becomes transient: said as the consequence.
+        let plan = build(&confext_inputs(default_mode(), Some(Entry::Unset), vec![confext("site")]));
+        assert!(plan.notes[0].contains("the machine ID is transient"), "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn no_read_only_etc_without_machine_id_unless_chosen() {
+        // The base has no machine-id: by default the confexts wait, with the reason and the fix.
+        let plan = build(&confext_inputs(default_mode(), None, vec![confext("site")]));
+        let r = reason(&plan, "site");
+        assert!(r.starts_with("/etc is not merged: mutable mode no, the default, would leave /etc read-only and without /etc/machine-id"), "{r}");
+        assert!(r.contains("System cannot boot") && r.contains("Mutable="), "{r}");
+        assert!(!plan.images[0].failed);
+        assert!(layers(&plan, Hierarchy::Etc).is_empty());
+        // A confext that supplies one makes the merge bootable.
+        let mut with_id = confext("id");
+        with_id.facts.as_mut().unwrap().as_mut().unwrap().machine_id = Some(Entry::Unset);
+        let plan = build(&confext_inputs(default_mode(), None, vec![confext("site"), with_id]));
+        assert_eq!(layers(&plan, Hierarchy::Etc), ["site", "id"]);
+        // A whiteout on top takes the base's away.
+        let mut wo = confext("wo");
+        wo.facts.as_mut().unwrap().as_mut().unwrap().machine_id = Some(Entry::Whiteout);
+        let plan = build(&confext_inputs(default_mode(), Some(Entry::Present), vec![wo.clone()]));
+        assert!(reason(&plan, "wo").contains("without /etc/machine-id"));
+        // Chosen explicitly, it is obeyed as systemd does, with a warning.
+        let plan = build(&confext_inputs(chosen(Mode::No), Some(Entry::Present), vec![wo]));
+        assert_eq!(layers(&plan, Hierarchy::Etc), ["wo"]);
+        assert!(
+            plan.notes[0].starts_with(
+                "/etc will be read-only (mutable mode no from /etc/systemd/confext.conf) and has no /etc/machine-id"
+            ),
+            "{:?}",
+            plan.notes
+        );
+        // A writable /etc needs nothing of the sort.
+        let plan = build(&confext_inputs(chosen(Mode::Ephemeral), None, vec![confext("site")]));
+        assert_eq!(layers(&plan, Hierarchy::Etc), ["site"]);
+        assert_eq!(plan.hierarchy(Hierarchy::Etc).unwrap().layout.as_ref().unwrap().upper, Upper::Ephemeral);
+        assert!(plan.notes.is_empty());
+    }
+
+    #[test]
+    fn a_mode_systemd_cannot_honour_skips_etc_with_the_reason() {
+        let mut i = confext_inputs(chosen(Mode::Yes), Some(Entry::Present), vec![confext("site")]);
+        i.etc.as_mut().unwrap().facts.mutable_dir =
+            MutableDir::Missing { path: mutable::MUTABLE_DIR.into(), read_only_fs: true };
+        let plan = build(&i);
+        let r = reason(&plan, "site");
+        assert!(
+            r.starts_with("/etc is not merged: mutable mode yes needs /var/lib/extensions.mutable/etc created"),
+            "{r}"
+        );
+        assert!(plan.hierarchy(Hierarchy::Etc).unwrap().skipped.is_some());
+    }
+
+    #[test]
+    fn confexts_may_replace_base_files_and_are_told_about_it() {
+        let mut shadow = confext("shadow");
+        let f = shadow.facts.as_mut().unwrap().as_mut().unwrap();
+        f.conflicts = vec![Conflict { path: "/etc/localtime".into(), base: Node::Symlink, image: Node::Other }];
+        f.sensitive =
+            vec![("/etc/fstab".into(), true), ("/etc/machine-id".into(), true), ("/etc/extensions".into(), false)];
+        let plan = build(&confext_inputs(chosen(Mode::No), Some(Entry::Present), vec![shadow]));
+        assert_eq!(layers(&plan, Hierarchy::Etc), ["shadow"]);
+        let w = plan.images[0].warning.as_deref().unwrap();
+        assert!(w.contains("; /etc/localtime is a file in the image and would replace the base's symlink; "), "{w}");
+        assert!(w.contains("replaces the base's /etc/fstab: the initrd has mounted by the base's already"), "{w}");
+        assert!(w.contains("replaces the base's /etc/machine-id: PID 1 takes the machine ID from it"), "{w}");
+        assert!(w.contains("adds /etc/extensions: only the booted systemd-sysext sees it"), "{w}");
+    }
+
+    #[test]
+    fn confext_switches_and_rules_name_the_confext_side() {
+        let mut i = confext_inputs(chosen(Mode::No), Some(Entry::Present), vec![confext("a"), confext("b")]);
+        i.cmdline = cmdline::parse("rd.confext=a,c rd.sysext=0");
+        let plan = build(&i);
+        assert_eq!(layers(&plan, Hierarchy::Etc), ["a"]);
+        assert_eq!(reason(&plan, "b"), "not listed in rd.confext=a,c");
+        assert_eq!(plan.notes, ["rd.confext names c, but no image of that name was found"]);
+        let mut empty = confext("empty");
+        empty.facts.as_mut().unwrap().as_mut().unwrap().content.clear();
+        let plan = build(&confext_inputs(chosen(Mode::No), Some(Entry::Present), vec![empty]));
+        assert_eq!(reason(&plan, "empty"), "has no files under /etc");
     }
 }

@@ -1,7 +1,7 @@
-//! In the booted system, as `ExecCondition=` of systemd-sysext.service (see src/handover.rs):
-//! does systemd-sysext need to refresh, or is the initrd's merge still exactly what it would
-//! make? systemd before 260 cannot tell and always unmerges and merges again, remounting /usr
-//! while early services start; systemd 252 has no image policy at all.
+//! In the booted system, as `ExecCondition=` of systemd-sysext.service and systemd-confext.service
+//! (see src/handover.rs): does systemd need to refresh, or is the initrd's merge still exactly
+//! what it would make? systemd before 260 cannot tell and always unmerges and merges again,
+//! remounting /usr or /etc while early services start; systemd 252 has no image policy at all.
 //!
 //! It refuses (exit 1, systemd skips the unit) when an image present is refused by the policy
 //! the initrd used: systemd would merge it (252) or fail the whole refresh on it (257, 262).
@@ -11,11 +11,13 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use crate::cmdline::Policy;
+use crate::class::Class;
+use crate::cmdline::{Policy, MUTABLE_ENV};
 use crate::discover::{self, Found, Object};
-use crate::handover::{self, State};
+use crate::handover::{self, ClassState, State};
+use crate::mutable::Mode;
 use crate::pipeline;
-use crate::plan::{self, Hierarchy};
+use crate::plan;
 use crate::sys::fs::open_dir_in_root;
 use crate::verify::x509::TrustedCert;
 use crate::verify::{certificates, Kind, Trust};
@@ -28,7 +30,7 @@ pub enum Verdict {
 }
 
 /// Whether the policy admits this image, from its evidence alone (nothing is mounted).
-fn admitted(root: &OwnedFd, f: &Found, policy: Policy, trusted: &[TrustedCert]) -> Result<(), String> {
+fn admitted(root: &OwnedFd, f: &Found, class: Class, policy: Policy, trusted: &[TrustedCert]) -> Result<(), String> {
     let trust = match &f.object {
         Ok(Object::Dir(_)) => Trust::none(),
         Ok(object @ Object::File(fd)) => {
@@ -36,7 +38,7 @@ fn admitted(root: &OwnedFd, f: &Found, policy: Policy, trusted: &[TrustedCert]) 
             if kind == Kind::Directory {
                 Trust::none()
             } else {
-                pipeline::examine(root, f, fd, kind, trusted)?.0
+                pipeline::examine(root, f, fd, kind, class, trusted)?.0
             }
         }
         Err(e) => return Err(e.clone()),
@@ -45,30 +47,43 @@ fn admitted(root: &OwnedFd, f: &Found, policy: Policy, trusted: &[TrustedCert]) 
 }
 
 /// Images present now that the policy refuses, as "NAME (PATH): reason; what systemd would do".
-fn refused(root: &OwnedFd, found: &[Found], state: &State, run: &str, root_path: &str) -> Vec<String> {
+fn refused(root: &OwnedFd, found: &[Found], class: Class, state: &State, run: &str, root_path: &str) -> Vec<String> {
     let mut notes = Vec::new();
     let certs = format!("{}/verity.d", run.trim_end_matches('/'));
     let trusted = certificates::load(&[certs], root.as_fd(), root_path, &mut notes).trusted;
     // systemd applies an image policy to image files only, never to directories.
     let enforced = state.systemd.config_policy || state.systemd.policy_option;
+    let tool = class.tool();
     found
         .iter()
         .filter(|f| f.origin.is_some())
         .filter_map(|f| {
-            let e = admitted(root, f, state.policy, &trusted).err()?;
+            let e = admitted(root, f, class, state.policy, &trusted).err()?;
             let would = match f.object {
-                Ok(Object::File(_)) if enforced => "systemd-sysext would fail the whole refresh on it",
-                _ => "systemd-sysext would merge it",
+                Ok(Object::File(_)) if enforced => format!("{tool} would fail the whole refresh on it"),
+                _ => format!("{tool} would merge it"),
             };
             Some(format!("{} ({}): {e}; {would}", f.name, f.path))
         })
         .collect()
 }
 
-/// systemd's mutable mode from the unit's environment: anything but "no" is a different merge.
+/// systemd-sysext's mutable mode from the unit's environment: anything but "no" is a different
+/// merge from our read-only one.
 fn mutable_requested() -> bool {
-    std::env::var("SYSTEMD_SYSEXT_MUTABLE_MODE")
-        .is_ok_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "no" | "0" | "false" | "off" | "n" | "f"))
+    std::env::var("SYSTEMD_SYSEXT_MUTABLE_MODE").is_ok_and(|v| Mode::parse(&v) != Some(Mode::No))
+}
+
+/// Whether systemd-confext would merge with another mode than the initrd: its command line has
+/// the initrd's mode when the drop-in put it there; else its environment decides, or `no`.
+fn other_mode(c: &ClassState) -> Option<String> {
+    let (mode, on_argv) = c.mode.as_ref()?;
+    if *on_argv {
+        return None;
+    }
+    let theirs = std::env::var(MUTABLE_ENV).ok().and_then(|v| Mode::parse(&v)).unwrap_or(Mode::No);
+    (theirs.as_str() != mode)
+        .then(|| format!("systemd-confext would merge with mutable mode {theirs}, the initrd merged with {mode}"))
 }
 
 fn names(lines: &[String]) -> Vec<&str> {
@@ -94,8 +109,8 @@ fn difference(then: &[String], now: &[String]) -> String {
         .join("; ")
 }
 
-/// The decision, for the root at `root_path` whose /run is `run`.
-pub fn check(root_path: &str, run: &str) -> Verdict {
+/// The decision about the class's service, for the root at `root_path` whose /run is `run`.
+pub fn check(root_path: &str, run: &str, class: Class) -> Verdict {
     let path = format!("{}/{}", run.trim_end_matches('/'), handover::STATE);
     let state = match std::fs::read_to_string(&path) {
         Ok(text) => match State::parse(&text) {
@@ -108,9 +123,9 @@ pub fn check(root_path: &str, run: &str) -> Verdict {
         Ok(fd) => fd,
         Err(e) => return Verdict::Refresh(e.to_string()),
     };
-    let found = discover::discover(root.as_fd(), &mut Vec::new());
+    let found = discover::discover(root.as_fd(), class, &mut Vec::new());
     if state.policy != Policy::Any {
-        let refused = refused(&root, &found, &state, run, root_path);
+        let refused = refused(&root, &found, class, &state, run, root_path);
         if !refused.is_empty() {
             return Verdict::Leave(format!(
                 "policy {} (from the initrd) refuses {}; leaving the initrd's merge as it is",
@@ -119,36 +134,48 @@ pub fn check(root_path: &str, run: &str) -> Verdict {
             ));
         }
     }
+    let tool = class.tool();
     if state.systemd.refresh_skip {
-        return Verdict::Refresh("systemd-sysext compares the merge with the images itself".into());
+        return Verdict::Refresh(format!("{tool} compares the merge with the images itself"));
     }
-    if std::env::var_os("SYSTEMD_SYSEXT_HIERARCHIES").is_some() || mutable_requested() {
-        return Verdict::Refresh("systemd-sysext is set up for other hierarchies or a mutable merge".into());
+    let Some(c) = state.class(class) else {
+        return Verdict::Refresh(format!("the initrd did not decide about {}s", class.name()));
+    };
+    let hierarchies_env = match class {
+        Class::Sysext => "SYSTEMD_SYSEXT_HIERARCHIES",
+        Class::Confext => "SYSTEMD_CONFEXT_HIERARCHIES",
+    };
+    if std::env::var_os(hierarchies_env).is_some() || class == Class::Sysext && mutable_requested() {
+        return Verdict::Refresh(format!("{tool} is set up for other hierarchies or a mutable merge"));
     }
-    if !state.complete {
+    if let Some(why) = other_mode(c) {
+        return Verdict::Refresh(why);
+    }
+    if !c.complete {
         return Verdict::Refresh("the initrd could not merge everything it admitted".into());
     }
-    let merged: Vec<(String, (u32, u32))> = Hierarchy::ALL
+    let merged: Vec<(String, (u32, u32))> = class
+        .hierarchies()
         .iter()
         .filter_map(|h| {
             let dir = open_dir_in_root(root.as_fd(), h.dir()).ok()?;
-            let m = crate::state::read(dir.as_fd()).ok()??;
+            let m = crate::state::read(dir.as_fd(), *h).ok()??;
             Some((h.path().to_string(), m.dev))
         })
         .collect();
-    if merged != state.merged {
+    if merged != c.merged {
         return Verdict::Refresh("the hierarchies no longer carry the initrd's merge".into());
     }
     let mut now: Vec<String> =
         found.iter().filter_map(|f| f.origin.as_ref().map(|o| handover::seen_line(&f.name, o))).collect();
     now.sort();
-    if now == state.seen {
+    if now == c.seen {
         return Verdict::Leave(format!(
             "the {} image(s) are unchanged since the initrd merged them: nothing to refresh",
-            state.seen.len()
+            c.seen.len()
         ));
     }
-    Verdict::Refresh(format!("the images changed since the initrd ({})", difference(&state.seen, &now)))
+    Verdict::Refresh(format!("the images changed since the initrd ({})", difference(&c.seen, &now)))
 }
 
 #[cfg(test)]

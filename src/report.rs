@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use log::{info, warn};
 
+use crate::class::Class;
 use crate::json::Json;
-use crate::plan::{Action, Decision, Hierarchy, HierarchyState, Outcome, Plan};
+use crate::mutable::{Layout, Source, Upper};
+use crate::plan::{Action, Decision, Hierarchy, HierarchyPlan, HierarchyState, Outcome, Plan};
 
 pub const TARGET: &str = "initrd-sysext";
 pub const DEFAULT_REPORT: &str = "/run/initrd-sysext/report.json";
@@ -84,8 +86,17 @@ fn origin(d: &Decision) -> String {
     }
 }
 
+/// How an image of the class is named in its line: sysexts as always, confexts as such.
+fn what(class: Class, name: &str) -> String {
+    match class {
+        Class::Sysext => name.to_string(),
+        Class::Confext => format!("confext {name}"),
+    }
+}
+
 /// The line for one image, as the journal shows it.
-pub fn decision_line(d: &Decision, took: Option<Duration>) -> String {
+pub fn decision_line(class: Class, d: &Decision, took: Option<Duration>) -> String {
+    let name = what(class, &d.name);
     match &d.action {
         Action::Merge => {
             let kind = d.kind.map(|k| k.to_string()).unwrap_or_default();
@@ -94,17 +105,49 @@ pub fn decision_line(d: &Decision, took: Option<Duration>) -> String {
                 what = format!("{what}, {t}");
             }
             let t = took.map(|t| format!(" in {}", ms(t))).unwrap_or_default();
-            format!("merged {} from {} ({what}){t}", d.name, origin(d))
+            format!("merged {name} from {} ({what}){t}", origin(d))
         }
-        Action::Skip { reason } => format!("skipped {} ({}): {reason}", d.name, origin(d)),
+        Action::Skip { reason } => format!("skipped {name} ({}): {reason}", origin(d)),
     }
 }
 
-pub fn hierarchy_line(h: Hierarchy, o: &Outcome) -> String {
+/// Who chose a mutable mode, in a few words.
+fn chosen_by(source: &Source) -> String {
+    match source {
+        Source::Default => ", the default".into(),
+        other => format!(" from {other}"),
+    }
+}
+
+/// What a confext merge of /etc is like: read-only or where writes go, and why.
+pub fn etc_line(l: &Layout) -> String {
+    let mode = format!("mutable mode {}{}", l.choice.mode, chosen_by(&l.choice.source));
+    let host = if l.host_lower { "over the host" } else { "with the host's /etc as the upper" };
+    let writes = match &l.upper {
+        Upper::None => match &l.import {
+            Some(m) => format!("read-only, {m} imported below the confexts"),
+            None => "read-only".into(),
+        },
+        Upper::Persistent { dir, .. } if dir == "/etc" => "writable: writes go to /etc itself".into(),
+        Upper::Persistent { dir, .. } => format!("writable: writes go to {dir}"),
+        Upper::Ephemeral => match &l.import {
+            Some(m) => format!("writable: writes go to a tmpfs, lost at unmerge; {m} imported below the confexts"),
+            None => "writable: writes go to a tmpfs, lost at unmerge".into(),
+        },
+    };
+    let flags = if l.read_only() { "ro,nosuid,nodev,noexec" } else { "rw,nosuid,nodev,noexec,noatime" };
+    format!("{host}, {writes} ({mode}), {flags}")
+}
+
+pub fn hierarchy_line(h: Hierarchy, o: &Outcome, hp: Option<&HierarchyPlan>) -> String {
     match o {
         Outcome::Merged { layers, took, via } => {
+            let how = match hp.and_then(|hp| hp.layout.as_ref()) {
+                Some(l) => etc_line(l),
+                None => "over the host".into(),
+            };
             format!(
-                "{}: overlay of {} (top first) over the host, mounted in {} with {via}",
+                "{}: overlay of {} (top first) {how}, mounted in {} with {via}",
                 h.path(),
                 layers.join(", "),
                 ms(*took)
@@ -113,7 +156,10 @@ pub fn hierarchy_line(h: Hierarchy, o: &Outcome) -> String {
         Outcome::AlreadyMerged { extensions } => {
             format!("{}: already merged ({}), left alone", h.path(), extensions.join(", "))
         }
-        Outcome::Nothing => format!("{}: nothing to merge", h.path()),
+        Outcome::Nothing => match hp.and_then(|hp| hp.skipped.as_deref()) {
+            Some(reason) => format!("{}: not merged: {reason}", h.path()),
+            None => format!("{}: nothing to merge", h.path()),
+        },
         Outcome::Failed { reason } => {
             format!("{}: merge failed, left untouched: {reason}", h.path())
         }
@@ -128,18 +174,23 @@ pub fn log_merge(plan: &Plan, outcomes: &[(Hierarchy, Outcome)], took: &dyn Fn(&
     for d in &plan.images {
         match d.action {
             Action::Merge => {
-                info!(target: TARGET, "{}", decision_line(d, took(&d.name)));
+                info!(target: TARGET, "{}", decision_line(plan.class, d, took(&d.name)));
                 if let Some(w) = &d.warning {
-                    warn!(target: TARGET, "{}: {w}", d.name);
+                    warn!(target: TARGET, "{}: {w}", what(plan.class, &d.name));
                 }
             }
-            Action::Skip { .. } => warn!(target: TARGET, "{}", decision_line(d, None)),
+            Action::Skip { .. } => warn!(target: TARGET, "{}", decision_line(plan.class, d, None)),
         }
     }
     for (h, o) in outcomes {
-        match o {
-            Outcome::Failed { .. } => warn!(target: TARGET, "{}", hierarchy_line(*h, o)),
-            _ => info!(target: TARGET, "{}", hierarchy_line(*h, o)),
+        let hp = plan.hierarchy(*h);
+        // Confexts are a class most roots do not use: say nothing when there were none.
+        if plan.class == Class::Confext && plan.images.is_empty() && *o == Outcome::Nothing {
+            continue;
+        }
+        match (o, hp.and_then(|hp| hp.skipped.as_ref())) {
+            (Outcome::Failed { .. }, _) | (_, Some(_)) => warn!(target: TARGET, "{}", hierarchy_line(*h, o, hp)),
+            _ => info!(target: TARGET, "{}", hierarchy_line(*h, o, hp)),
         }
     }
 }
@@ -153,12 +204,13 @@ fn state_json(s: &HierarchyState) -> Json {
     }
 }
 
-fn decision_json(d: &Decision) -> Json {
+fn decision_json(class: Class, d: &Decision) -> Json {
     let (action, reason) = match &d.action {
         Action::Merge => ("merge", None),
         Action::Skip { reason } => ("skip", Some(reason.clone())),
     };
     Json::Obj(vec![
+        ("class", class.name().into()),
         ("name", d.name.as_str().into()),
         ("path", d.path.as_str().into()),
         ("target", d.target.clone().into()),
@@ -188,29 +240,63 @@ fn outcome_json(o: &Outcome) -> Json {
     }
 }
 
-/// The plan (and, after a merge, the outcome) as one JSON document.
-pub fn to_json(sysroot: &str, plan: &Plan, outcomes: Option<&[(Hierarchy, Outcome)]>, total: Option<Duration>) -> Json {
-    let hierarchies = plan
-        .hierarchies
-        .iter()
-        .map(|hp| {
+/// A writable /etc's mode and directories.
+fn layout_json(l: &Layout) -> Vec<(&'static str, Json)> {
+    let (upper, work) = match &l.upper {
+        Upper::None => (Json::Null, Json::Null),
+        Upper::Persistent { dir, work, .. } => (dir.as_str().into(), work.as_str().into()),
+        Upper::Ephemeral => ("tmpfs".into(), "tmpfs".into()),
+    };
+    let source = match &l.choice.source {
+        Source::Default => "default".to_string(),
+        other => other.to_string(),
+    };
+    vec![
+        ("mode", l.choice.mode.as_str().into()),
+        ("mode_source", source.into()),
+        ("read_only", Json::Bool(l.read_only())),
+        ("upper", upper),
+        ("work", work),
+        ("import", l.import.clone().into()),
+    ]
+}
+
+/// One class's plan and, after a merge, what became of its hierarchies.
+pub type Pass<'a> = (&'a Plan, Option<&'a [(Hierarchy, Outcome)]>);
+
+/// The plans of both classes (and, after a merge, the outcomes) as one JSON document.
+pub fn to_json(sysroot: &str, passes: &[Pass], total: Option<Duration>) -> Json {
+    let mut images = Vec::new();
+    let mut hierarchies = Vec::new();
+    let mut notes = Vec::new();
+    for (plan, outcomes) in passes {
+        images.extend(plan.images.iter().map(|d| decision_json(plan.class, d)));
+        notes.extend(plan.notes.iter().map(|n| Json::from(n.as_str())));
+        for hp in &plan.hierarchies {
             let mut fields = vec![
                 ("path", hp.hierarchy.path().into()),
+                ("class", plan.class.name().into()),
                 ("state", state_json(&hp.state)),
                 ("layers", Json::Arr(hp.layers.iter().map(|l| l.as_str().into()).collect())),
             ];
+            if let Some(l) = &hp.layout {
+                fields.extend(layout_json(l));
+            }
+            if let Some(reason) = &hp.skipped {
+                fields.push(("skipped", reason.as_str().into()));
+            }
             if let Some((_, o)) = outcomes.and_then(|os| os.iter().find(|(h, _)| *h == hp.hierarchy)) {
                 fields.push(("outcome", outcome_json(o)));
             }
-            Json::Obj(fields)
-        })
-        .collect();
+            hierarchies.push(Json::Obj(fields));
+        }
+    }
     Json::Obj(vec![
         ("version", env!("CARGO_PKG_VERSION").into()),
         ("sysroot", sysroot.into()),
-        ("images", Json::Arr(plan.images.iter().map(decision_json).collect())),
+        ("images", Json::Arr(images)),
         ("hierarchies", Json::Arr(hierarchies)),
-        ("notes", Json::Arr(plan.notes.iter().map(|n| n.as_str().into()).collect())),
+        ("notes", Json::Arr(notes)),
         ("ms", total.map(|t| Json::Num(t.as_millis() as u64)).unwrap_or(Json::Null)),
     ])
 }
@@ -226,13 +312,14 @@ pub fn write_report(path: &str, doc: &Json) -> std::io::Result<()> {
     std::fs::rename(tmp, p)
 }
 
-/// `plan`'s human output: one line per image, then the layer order per hierarchy.
-pub fn plan_text(plan: &Plan) -> String {
+/// `plan`'s human output: one line per image, then the layer order per hierarchy, of every
+/// class's plan.
+pub fn plan_text(plans: &[&Plan]) -> String {
     let mut out = String::new();
-    for n in &plan.notes {
+    for n in plans.iter().flat_map(|p| &p.notes) {
         out += &format!("note: {n}\n");
     }
-    for d in &plan.images {
+    for d in plans.iter().flat_map(|p| &p.images) {
         let kind = d.kind.map(|k| k.to_string()).unwrap_or_else(|| "-".into());
         let action = match &d.action {
             Action::Merge => "merge".to_string(),
@@ -240,17 +327,21 @@ pub fn plan_text(plan: &Plan) -> String {
         };
         out += &format!("{}\t{}\t{kind}\t{action}\n", d.name, origin(d));
     }
-    if plan.images.is_empty() {
+    if plans.iter().all(|p| p.images.is_empty()) {
         out += "no extension images found\n";
     }
-    for hp in &plan.hierarchies {
-        let line = match (&hp.state, hp.layers.is_empty()) {
-            (HierarchyState::Merged { extensions }, _) => {
+    for hp in plans.iter().flat_map(|p| &p.hierarchies) {
+        let line = match (&hp.state, hp.layers.is_empty(), &hp.skipped) {
+            (HierarchyState::Merged { extensions }, _, _) => {
                 format!("already merged ({}), left alone", extensions.join(", "))
             }
-            (HierarchyState::Unusable { reason }, _) => format!("cannot be merged onto: {reason}"),
-            (_, true) => "nothing to merge".into(),
-            (_, false) => format!("{} (top first), then the host", hp.layers.join(", ")),
+            (HierarchyState::Unusable { reason }, _, _) => format!("cannot be merged onto: {reason}"),
+            (_, _, Some(reason)) => format!("not merged: {reason}"),
+            (_, true, _) => "nothing to merge".into(),
+            (_, false, _) => match &hp.layout {
+                Some(l) => format!("{} (top first), {}", hp.layers.join(", "), etc_line(l)),
+                None => format!("{} (top first), then the host", hp.layers.join(", ")),
+            },
         };
         out += &format!("{}: {line}\n", hp.hierarchy.path());
     }
@@ -283,17 +374,18 @@ mod tests {
     fn a_merged_line_says_what_protects_the_image() {
         let mut d = decision(Action::Merge);
         d.trust = Some("dm-verity, signed by CN=podman".into());
-        assert!(decision_line(&d, None).ends_with("(erofs, 41 MiB, dm-verity, signed by CN=podman)"));
+        assert!(decision_line(Class::Sysext, &d, None).ends_with("(erofs, 41 MiB, dm-verity, signed by CN=podman)"));
+        assert!(decision_line(Class::Confext, &d, None).starts_with("merged confext podman from "));
     }
 
     #[test]
     fn lines_name_image_path_and_reason() {
         assert_eq!(
-            decision_line(&decision(Action::Merge), Some(Duration::from_millis(3))),
+            decision_line(Class::Sysext, &decision(Action::Merge), Some(Duration::from_millis(3))),
             "merged podman from /etc/extensions/podman.raw -> /opt/extensions/podman/podman-5.4.raw (erofs, 41 MiB) in 3 ms"
         );
         assert_eq!(
-            decision_line(&decision(Action::Skip { reason: "VERSION_ID 12 does not match host 13".into() }), None),
+            decision_line(Class::Sysext, &decision(Action::Skip { reason: "VERSION_ID 12 does not match host 13".into() }), None),
             "skipped podman (/etc/extensions/podman.raw -> /opt/extensions/podman/podman-5.4.raw): VERSION_ID 12 does not match host 13"
         );
     }
@@ -311,5 +403,29 @@ mod tests {
         assert_eq!(size(3 << 19), "1.5 MiB");
         assert_eq!(size(4096), "4 KiB");
         assert_eq!(size(12), "12 B");
+    }
+
+    #[test]
+    fn the_etc_line_says_where_writes_go_and_who_chose() {
+        use crate::mutable::{Choice, Mode};
+        let mut l = Layout {
+            choice: Choice { mode: Mode::No, source: Source::Default },
+            upper: Upper::None,
+            import: None,
+            host_lower: true,
+            recorded: None,
+        };
+        assert_eq!(etc_line(&l), "over the host, read-only (mutable mode no, the default), ro,nosuid,nodev,noexec");
+        l.choice = Choice { mode: Mode::Auto, source: Source::Config("/etc/systemd/confext.conf".into()) };
+        l.upper = Upper::Persistent { dir: "/etc".into(), work: "/.systemd-etc-workdir".into(), create: false };
+        l.host_lower = false;
+        assert_eq!(
+            etc_line(&l),
+            "with the host's /etc as the upper, writable: writes go to /etc itself (mutable mode auto from \
+             /etc/systemd/confext.conf), rw,nosuid,nodev,noexec,noatime"
+        );
+        l.upper = Upper::Ephemeral;
+        l.choice.source = Source::KernelCmdline;
+        assert!(etc_line(&l).contains("writes go to a tmpfs, lost at unmerge (mutable mode auto from systemd.setenv="));
     }
 }

@@ -1,7 +1,10 @@
 //! Step 4: does an extension fit this root? Pure rules over plain data, mirroring systemd's
-//! extension-release matching, plus one check of our own: an image must not replace a base
-//! symlink or hide a base directory, because that breaks boot (sysext-bakery#131).
+//! extension-release matching, plus one check of our own for sysexts: an image must not replace
+//! a base symlink or hide a base directory, because that breaks boot (sysext-bakery#131). For
+//! confexts systemd's rules stand alone (configuration replaces configuration); the same clashes
+//! are only named.
 
+use crate::class::Class;
 use crate::cmdline::parse_bool;
 use crate::release::{self, ReleaseInfo};
 
@@ -11,19 +14,20 @@ pub struct Host {
     pub id: String,
     pub id_like: Vec<String>,
     pub version_id: Option<String>,
-    pub sysext_level: Option<String>,
+    /// The class's API level (`SYSEXT_LEVEL`, `CONFEXT_LEVEL`).
+    pub level: Option<String>,
     /// systemd's architecture name (`x86-64`, `arm64`, …).
     pub architecture: String,
 }
 
 impl Host {
-    pub fn from_release(os: &ReleaseInfo, architecture: &str) -> Result<Host, String> {
+    pub fn from_release(os: &ReleaseInfo, architecture: &str, class: Class) -> Result<Host, String> {
         let id = os.value("ID").ok_or("os-release has no ID")?;
         Ok(Host {
             id: id.to_string(),
             id_like: os.get("ID_LIKE").unwrap_or("").split_whitespace().map(str::to_owned).collect(),
             version_id: os.value("VERSION_ID").map(str::to_owned),
-            sysext_level: os.value("SYSEXT_LEVEL").map(str::to_owned),
+            level: os.value(class.level_key()).map(str::to_owned),
             architecture: architecture.to_string(),
         })
     }
@@ -45,7 +49,7 @@ pub fn native_architecture() -> &'static str {
     }
 }
 
-/// One `usr/lib/extension-release.d/extension-release.*` file found in an image.
+/// One `extension-release.*` file found in an image's release directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseFile {
     /// The part after `extension-release.`.
@@ -60,7 +64,8 @@ pub struct ReleaseFile {
 /// false (a renamed image, Flatcar#1338). The base name is the name cut at the first `_` or `+`,
 /// where a version suffix starts (`podman_5.4` -> `podman`): systemd 257's
 /// `path_extract_image_name` does this, 252 does not (it needs the xattr), so we follow the newer rule.
-pub fn pick_release<'a>(name: &str, files: &'a [ReleaseFile]) -> Result<&'a ReleaseFile, String> {
+pub fn pick_release<'a>(name: &str, class: Class, files: &'a [ReleaseFile]) -> Result<&'a ReleaseFile, String> {
+    let dir = class.release_dir();
     if let Some(f) = files.iter().find(|f| f.suffix == name) {
         return Ok(f);
     }
@@ -71,9 +76,9 @@ pub fn pick_release<'a>(name: &str, files: &'a [ReleaseFile]) -> Result<&'a Rele
         .collect();
     match relaxed.as_slice() {
         [one] => Ok(one),
-        [] if files.is_empty() => Err(format!("no usr/lib/extension-release.d/extension-release.{name}")),
+        [] if files.is_empty() => Err(format!("no {dir}/extension-release.{name}")),
         [] => Err(format!(
-            "no usr/lib/extension-release.d/extension-release.{name}; found {}, which does not set \
+            "no {dir}/extension-release.{name}; found {}, which does not set \
              user.extension-release.strict=false (image renamed?)",
             files.iter().map(|f| format!("extension-release.{}", f.suffix)).collect::<Vec<_>>().join(", ")
         )),
@@ -94,15 +99,17 @@ pub fn read_release(file: &ReleaseFile) -> Result<ReleaseInfo, String> {
     Ok(info)
 }
 
-/// systemd's matching rules, in systemd's order, with a reason a human can act on.
-/// `scope` is `system`: we merge into the real root, even though we run in the initrd.
-pub fn release_matches(ext: &ReleaseInfo, host: &Host, scope: &str) -> Result<(), String> {
-    let scopes: Vec<&str> = match ext.get("SYSEXT_SCOPE") {
+/// systemd's matching rules, in systemd's order, with a reason a human can act on; the class
+/// names the scope and level keys. `scope` is `system`: we merge into the real root, even though
+/// we run in the initrd (systemd 262 decides by the root's /etc/initrd-release too).
+pub fn release_matches(ext: &ReleaseInfo, host: &Host, scope: &str, class: Class) -> Result<(), String> {
+    let scope_key = class.scope_key();
+    let scopes: Vec<&str> = match ext.get(scope_key) {
         Some(s) => s.split_whitespace().collect(),
         None => vec!["system", "portable"],
     };
     if !scopes.contains(&scope) {
-        return Err(format!("SYSEXT_SCOPE \"{}\" does not include \"{scope}\"", scopes.join(" ")));
+        return Err(format!("{scope_key} \"{}\" does not include \"{scope}\"", scopes.join(" ")));
     }
     if let Some(arch) = ext.value("ARCHITECTURE") {
         if arch != "_any" && arch != host.architecture {
@@ -118,9 +125,10 @@ pub fn release_matches(ext: &ReleaseInfo, host: &Host, scope: &str) -> Result<()
             if host.id_like.is_empty() { String::new() } else { format!(" (ID_LIKE {})", host.id_like.join(" ")) };
         return Err(format!("ID {id} does not match host {}{like}", host.id));
     }
-    let level = ext.value("SYSEXT_LEVEL");
-    match (&host.sysext_level, level, &host.version_id) {
-        (Some(h), Some(e), _) if h != e => Err(format!("SYSEXT_LEVEL {e} does not match host {h}")),
+    let level_key = class.level_key();
+    let level = ext.value(level_key);
+    match (&host.level, level, &host.version_id) {
+        (Some(h), Some(e), _) if h != e => Err(format!("{level_key} {e} does not match host {h}")),
         (Some(_), Some(_), _) => Ok(()),
         (_, _, Some(hv)) => match ext.value("VERSION_ID") {
             None => Err(format!("extension-release has no VERSION_ID, host has {hv}")),
@@ -137,6 +145,8 @@ pub fn release_matches(ext: &ReleaseInfo, host: &Host, scope: &str) -> Result<()
 pub enum Node {
     Directory,
     Symlink,
+    /// overlayfs's whiteout (a character device 0:0): it removes what lies below.
+    Whiteout,
     Other,
 }
 
@@ -156,7 +166,7 @@ pub fn conflicts(base: Node, image: Node) -> bool {
         Node::Symlink => image != Node::Symlink,
         // Anything but a directory over a directory hides the whole base directory.
         Node::Directory => image != Node::Directory,
-        Node::Other => false,
+        Node::Whiteout | Node::Other => false,
     }
 }
 
@@ -164,6 +174,7 @@ pub fn describe(c: &Conflict) -> String {
     let what = |n: Node| match n {
         Node::Directory => "a directory",
         Node::Symlink => "a symlink",
+        Node::Whiteout => "a whiteout",
         Node::Other => "a file",
     };
     let effect =
@@ -182,13 +193,13 @@ pub(crate) mod tests {
             id: "debian".into(),
             id_like: vec![],
             version_id: Some("13".into()),
-            sysext_level: None,
+            level: None,
             architecture: "x86-64".into(),
         }
     }
 
     fn check(ext: &str, host: &Host) -> Result<(), String> {
-        release_matches(&parse_str(ext), host, "system")
+        release_matches(&parse_str(ext), host, "system", Class::Sysext)
     }
 
     #[test]
@@ -236,23 +247,32 @@ pub(crate) mod tests {
     #[test]
     fn levels_and_rolling_hosts() {
         let mut h = host();
-        h.sysext_level = Some("1.0".into());
+        h.level = Some("1.0".into());
         assert_eq!(check("ID=debian\nSYSEXT_LEVEL=1.0", &h), Ok(()));
         assert_eq!(check("ID=debian\nSYSEXT_LEVEL=2.0", &h).unwrap_err(), "SYSEXT_LEVEL 2.0 does not match host 1.0");
         // Level on the host but not in the image: VERSION_ID decides.
         assert_eq!(check("ID=debian\nVERSION_ID=12", &h).unwrap_err(), "VERSION_ID 12 does not match host 13");
         h.version_id = None;
         assert_eq!(check("ID=debian", &h), Ok(()));
-        let rolling = Host { version_id: None, sysext_level: None, ..host() };
+        let rolling = Host { version_id: None, level: None, ..host() };
         assert_eq!(check("ID=debian\nVERSION_ID=anything", &rolling), Ok(()));
     }
 
     #[test]
     fn host_from_release() {
-        let h = Host::from_release(&parse_str("ID=debian\nVERSION_ID=\"13\"\nID_LIKE=\"a b\""), "x86-64").unwrap();
+        let h =
+            Host::from_release(&parse_str("ID=debian\nVERSION_ID=\"13\"\nID_LIKE=\"a b\""), "x86-64", Class::Sysext)
+                .unwrap();
         assert_eq!(h.id_like, ["a", "b"]);
         assert_eq!(h.version_id.as_deref(), Some("13"));
-        assert_eq!(Host::from_release(&parse_str("NAME=x"), "x86-64").unwrap_err(), "os-release has no ID");
+        assert_eq!(
+            Host::from_release(&parse_str("NAME=x"), "x86-64", Class::Sysext).unwrap_err(),
+            "os-release has no ID"
+        );
+    }
+
+    fn pick_release_s<'a>(name: &str, files: &'a [ReleaseFile]) -> Result<&'a ReleaseFile, String> {
+        pick_release(name, Class::Sysext, files)
     }
 
     fn file(suffix: &str, strict: Option<&str>) -> ReleaseFile {
@@ -262,24 +282,24 @@ pub(crate) mod tests {
     #[test]
     fn release_file_choice() {
         let exact = [file("other", Some("0")), file("podman", None)];
-        assert_eq!(pick_release("podman", &exact).unwrap().suffix, "podman");
+        assert_eq!(pick_release_s("podman", &exact).unwrap().suffix, "podman");
         let renamed = [file("podman", None)];
-        let e = pick_release("podman-5.4", &renamed).unwrap_err();
+        let e = pick_release_s("podman-5.4", &renamed).unwrap_err();
         assert!(e.contains("found extension-release.podman") && e.contains("strict=false"), "{e}");
         let relaxed = [file("podman", Some("false"))];
-        assert_eq!(pick_release("podman-5.4", &relaxed).unwrap().suffix, "podman");
+        assert_eq!(pick_release_s("podman-5.4", &relaxed).unwrap().suffix, "podman");
         let strict = [file("podman", Some("1"))];
-        assert!(pick_release("podman-5.4", &strict).is_err());
+        assert!(pick_release_s("podman-5.4", &strict).is_err());
         // A version suffix after `_` or `+` is cut before comparing, without any xattr.
         let versioned = [file("podman", None), file("other", None)];
-        assert_eq!(pick_release("podman_5.4", &versioned).unwrap().suffix, "podman");
-        assert_eq!(pick_release("podman+2", &versioned).unwrap().suffix, "podman");
-        assert!(pick_release("podman-5.4", &versioned).is_err());
+        assert_eq!(pick_release_s("podman_5.4", &versioned).unwrap().suffix, "podman");
+        assert_eq!(pick_release_s("podman+2", &versioned).unwrap().suffix, "podman");
+        assert!(pick_release_s("podman-5.4", &versioned).is_err());
         let base_and_relaxed = [file("podman", None), file("any", Some("false"))];
-        assert!(pick_release("podman_5.4", &base_and_relaxed).unwrap_err().starts_with("ambiguous: 2"));
+        assert!(pick_release_s("podman_5.4", &base_and_relaxed).unwrap_err().starts_with("ambiguous: 2"));
         let two = [file("a", Some("0")), file("b", Some("no"))];
-        assert!(pick_release("c", &two).unwrap_err().starts_with("ambiguous: 2 release files"));
-        assert_eq!(pick_release("x", &[]).unwrap_err(), "no usr/lib/extension-release.d/extension-release.x");
+        assert!(pick_release_s("c", &two).unwrap_err().starts_with("ambiguous: 2 release files"));
+        assert_eq!(pick_release_s("x", &[]).unwrap_err(), "no usr/lib/extension-release.d/extension-release.x");
     }
 
     #[test]
@@ -296,6 +316,8 @@ pub(crate) mod tests {
         use Node::*;
         assert!(conflicts(Symlink, Directory));
         assert!(conflicts(Symlink, Other));
+        assert!(conflicts(Symlink, Whiteout));
+        assert!(conflicts(Directory, Whiteout));
         assert!(!conflicts(Symlink, Symlink));
         assert!(conflicts(Directory, Symlink));
         assert!(conflicts(Directory, Other));
@@ -305,6 +327,29 @@ pub(crate) mod tests {
         assert_eq!(
             describe(&c),
             "/usr/sbin is a directory in the image and would replace the base's symlink (sysext-bakery#131)"
+        );
+    }
+
+    #[test]
+    fn confexts_match_by_their_own_keys() {
+        let host = Host::from_release(
+            &parse_str("ID=debian\nVERSION_ID=13\nCONFEXT_LEVEL=2\nSYSEXT_LEVEL=9"),
+            "x86-64",
+            Class::Confext,
+        )
+        .unwrap();
+        assert_eq!(host.level.as_deref(), Some("2"));
+        let check = |ext: &str| release_matches(&parse_str(ext), &host, "system", Class::Confext);
+        assert_eq!(check("ID=debian\nCONFEXT_LEVEL=2\nSYSEXT_SCOPE=initrd"), Ok(()));
+        assert_eq!(check("ID=debian\nCONFEXT_LEVEL=3").unwrap_err(), "CONFEXT_LEVEL 3 does not match host 2");
+        assert_eq!(check("ID=debian\nSYSEXT_LEVEL=9").unwrap_err(), "extension-release has no VERSION_ID, host has 13");
+        assert_eq!(
+            check("ID=_any\nCONFEXT_SCOPE=initrd").unwrap_err(),
+            "CONFEXT_SCOPE \"initrd\" does not include \"system\""
+        );
+        assert_eq!(
+            pick_release("site", Class::Confext, &[]).unwrap_err(),
+            "no etc/extension-release.d/extension-release.site"
         );
     }
 }

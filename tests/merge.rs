@@ -116,7 +116,9 @@ fn plan_changes_no_mount() {
                     [ \"$before\" = \"$(cat /proc/self/mountinfo)\" ] && echo unchanged; sleep 0.2; losetup -j \"$S/var/lib/extensions/podman.raw\" | wc -l");
     assert_merge(&out, "podman");
     assert!(
-        out.stdout.contains("/usr: podman (top first), then the host\n/opt: nothing to merge\nunchanged\n0\n"),
+        out.stdout.contains(
+            "/usr: podman (top first), then the host\n/opt: nothing to merge\n/etc: nothing to merge\nunchanged\n0\n"
+        ),
         "{}",
         out.all()
     );
@@ -447,12 +449,16 @@ fn a_separate_var_not_mounted_in_the_initrd_is_named() {
     let fstab = "# <file system> <mount point> <type> <options>\nUUID=1234 / ext4 defaults 0 1\n\
                  LABEL=var\t/var/ ext4 defaults,nofail 0 2\n/dev/vdb1 none swap sw 0 0\n";
     std::fs::write(s.path("etc/fstab"), fstab).unwrap();
-    let note = "note: /var is a separate file system (LABEL=var in /etc/fstab) that is not mounted in the initrd, \
-                so images in /var/lib/extensions cannot be seen: add x-initrd.mount to the options of its fstab entry";
+    let note = |dir| {
+        format!(
+            "note: /var is a separate file system (LABEL=var in /etc/fstab) that is not mounted in the initrd, \
+             so images in {dir} cannot be seen: add x-initrd.mount to the options of its fstab entry"
+        )
+    };
     let out = s.plan();
     assert_eq!(
         out.stdout.lines().filter(|l| l.contains("x-initrd.mount")).collect::<Vec<_>>(),
-        [note],
+        [note("/var/lib/extensions"), note("/var/lib/confexts")],
         "{}",
         out.all()
     );
@@ -711,7 +717,7 @@ fn a_fifo_in_the_merge_state_hangs_nothing() {
          timeout 20 \"$B\" status --sysroot \"$S\"; echo status-rc=$?\n\
          timeout 20 \"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\"; echo merge-rc=$?\n{MOUNTS}"
     ));
-    assert!(out.stdout.contains("/opt\tnone\nstatus-rc=0\n"), "{}", out.all());
+    assert!(out.stdout.contains("/opt\tnone\n/etc\tnone\nstatus-rc=0\n"), "{}", out.all());
     assert!(out.stdout.contains("merge-rc=0"), "{}", out.all());
     assert!(mounts(&out).contains(&format!("{}/usr overlay sysext", s.sysroot.display())), "{}", out.all());
 }

@@ -2,6 +2,7 @@
 //! they accept must lie inside the image.
 #![no_main]
 
+use initrd_sysext::class::Class;
 use initrd_sysext::verify::{gpt, verity};
 use libfuzzer_sys::fuzz_target;
 
@@ -11,9 +12,12 @@ fuzz_target!(|data: &[u8]| {
         let start = usize::try_from(offset).map_err(|_| "offset".to_string())?;
         data.get(start..start.checked_add(len).ok_or("len")?).map(<[u8]>::to_vec).ok_or_else(|| "short".to_string())
     };
-    if let Ok(layout) = gpt::parse(size, &mut read) {
-        for p in std::iter::once(&layout.data).chain(&layout.verity).chain(&layout.signature) {
-            assert!(p.offset + p.size <= size);
+    for class in Class::ALL {
+        if let Ok(layout) = gpt::parse(size, class.roles(), &mut read) {
+            assert!(class.roles().contains(&layout.role));
+            for p in std::iter::once(&layout.data).chain(&layout.verity).chain(&layout.signature) {
+                assert!(p.offset + p.size <= size);
+            }
         }
     }
     if let Ok(sb) = verity::parse_superblock(data) {

@@ -98,3 +98,52 @@ pub fn is_mount_point(root: BorrowedFd, path: &str) -> std::io::Result<bool> {
     let up = statx(&parent, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
     Ok((st.stx_dev_major, st.stx_dev_minor) != (up.stx_dev_major, up.stx_dev_minor))
 }
+
+/// Create `path` inside `root` and any missing parents (`mkdir -p`, new directories with
+/// `mode`), resolved inside the root like every path there, and open it.
+pub fn mkdir_all_in_root(root: BorrowedFd, path: &str, mode: u32) -> std::io::Result<OwnedFd> {
+    let mut at = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        let parent = open_in_root(root, if at.is_empty() { "." } else { &at }, OFlags::PATH | OFlags::DIRECTORY)?;
+        match rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        at = format!("{at}/{part}");
+    }
+    open_dir_in_root(root, path)
+}
+
+/// Whether the file system an fd is on is mounted read-only.
+pub fn read_only_fs(fd: BorrowedFd) -> std::io::Result<bool> {
+    let st = rustix::fs::fstatvfs(fd)?;
+    Ok(st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+}
+
+/// `rm -rf` of the entry `name` of the directory `dir`, never following a symlink: a link is
+/// removed, not what it points to. `depth` bounds a hostile tree.
+pub fn remove_tree(dir: BorrowedFd, name: &[u8], depth: usize) -> std::io::Result<()> {
+    use rustix::fs::{statat, unlinkat, AtFlags, FileType};
+    let st = match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        r => r?,
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return Ok(unlinkat(dir, name, AtFlags::empty())?);
+    }
+    if depth == 0 {
+        let name = String::from_utf8_lossy(name);
+        return Err(std::io::Error::other(format!("{name}: too deep to remove")));
+    }
+    let sub = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    for entry in list_dir_raw(sub.as_fd())? {
+        let entry = entry.map_or_else(|bytes| bytes, String::into_bytes);
+        remove_tree(sub.as_fd(), &entry, depth - 1)?;
+    }
+    Ok(unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+}

@@ -8,8 +8,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, SeekFrom, CWD};
 use rustix::io::Errno;
 use rustix::mount::{
-    fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, mount, move_mount, open_tree, unmount,
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
+    fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, mount, mount_bind, mount_remount,
+    move_mount, open_tree, unmount, FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags,
+    OpenTreeFlags, UnmountFlags,
 };
 
 use crate::error::{Context, Error, Result};
@@ -157,12 +158,24 @@ pub fn detach(path: &str) -> Result<()> {
     unmount(path, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW).with_context(|| format!("unmounting {path}"))
 }
 
-/// A fresh tmpfs, for the META layer that carries `.systemd-sysext/`.
-pub fn tmpfs() -> Result<OwnedFd> {
+/// A fresh tmpfs whose root has `mode`, limited to `size` (`None`: the kernel's default, half
+/// of RAM): the META layer that carries `.systemd-sysext/`, the staging area, an ephemeral upper.
+pub fn tmpfs(mode: u32, size: Option<&str>) -> Result<OwnedFd> {
     let ctx = FsContext::new("tmpfs")?;
-    ctx.set("mode", "0755")?;
-    ctx.set("size", "1m")?;
+    ctx.set("mode", &format!("{:04o}", mode & 0o7777))?;
+    if let Some(size) = size {
+        ctx.set("size", size)?;
+    }
     ctx.mount(MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC)
+}
+
+/// Make the directory `path` (absolute, in this namespace) a read-only bind mount of itself with
+/// these per-mount flags, with classic mount(2) calls (`mount_setattr` is Linux 5.12+): what
+/// systemd does to `.systemd-confext` of a writable merge, so nobody can change its state files.
+pub fn bind_read_only(path: &str, flags: Flags) -> Result<()> {
+    mount_bind(path, path).with_context(|| format!("binding {path} onto itself"))?;
+    let ro = MountFlags::BIND | Flags { read_only: true, ..flags }.mount_flags();
+    mount_remount(path, ro, "").with_context(|| format!("making {path} read-only"))
 }
 
 /// Mount a block device read-only and detached.
@@ -334,9 +347,16 @@ pub fn lowerdir_value(paths: &[String]) -> String {
     paths.iter().map(|p| escape_layer(p)).collect::<Vec<_>>().join(":")
 }
 
-/// The mount(2) option string for a read-only overlay of these layers (top first).
-pub fn overlay_options(paths: &[String]) -> String {
-    format!("lowerdir={}", lowerdir_value(paths))
+/// The mount(2) option string for an overlay: its layers (top first), upper, options.
+pub fn overlay_options(spec: &OverlaySpec) -> String {
+    let mut s = format!("lowerdir={}", lowerdir_value(&spec.lowers));
+    if let Some(u) = &spec.upper {
+        s += &format!(",upperdir={},workdir={}", escape_layer(&u.upper), escape_layer(&u.work));
+    }
+    for (key, value) in &spec.options {
+        s += &format!(",{key}={value}");
+    }
+    s
 }
 
 /// Whether an option string reaches the kernel whole: mount(2) copies one page and cuts the
@@ -345,34 +365,101 @@ pub fn options_fit(options: &str, page_size: usize) -> bool {
     options.len() < page_size
 }
 
-/// Mount a read-only overlay with fsconfig, as a detached mount. The layers are paths the kernel
-/// resolves in this process (`/proc/self/fd/N`), top first; `append` gives one `lowerdir+` each.
-pub fn overlay_fsconfig(paths: &[String], append: bool) -> Result<OwnedFd> {
+/// Per-mount flags of an overlay, as systemd gives them (`default_mount_flags` of the class; a
+/// writable merge drops `read_only` and adds `noatime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Flags {
+    pub read_only: bool,
+    pub nosuid: bool,
+    pub noexec: bool,
+    pub noatime: bool,
+}
+
+impl Flags {
+    fn attrs(self) -> MountAttrFlags {
+        let mut a = MountAttrFlags::MOUNT_ATTR_NODEV;
+        for (on, flag) in [
+            (self.read_only, MountAttrFlags::MOUNT_ATTR_RDONLY),
+            (self.nosuid, MountAttrFlags::MOUNT_ATTR_NOSUID),
+            (self.noexec, MountAttrFlags::MOUNT_ATTR_NOEXEC),
+            (self.noatime, MountAttrFlags::MOUNT_ATTR_NOATIME),
+        ] {
+            if on {
+                a |= flag;
+            }
+        }
+        a
+    }
+
+    fn mount_flags(self) -> MountFlags {
+        let mut f = MountFlags::NODEV;
+        for (on, flag) in [
+            (self.read_only, MountFlags::RDONLY),
+            (self.nosuid, MountFlags::NOSUID),
+            (self.noexec, MountFlags::NOEXEC),
+            (self.noatime, MountFlags::NOATIME),
+        ] {
+            if on {
+                f |= flag;
+            }
+        }
+        f
+    }
+}
+
+/// Where a writable overlay writes: `upper` and `work`, paths the kernel resolves in this
+/// process (for mount(2) relative to its working directory), on one mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upper {
+    pub upper: String,
+    pub work: String,
+}
+
+/// One overlay: its mount source (`sysext`, `confext`), the lower layers top first, an optional
+/// upper, options beyond the layers (`redirect_dir=on`, …) and the per-mount flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlaySpec {
+    pub source: &'static str,
+    pub lowers: Vec<String>,
+    pub upper: Option<Upper>,
+    pub options: Vec<(&'static str, &'static str)>,
+    pub flags: Flags,
+}
+
+/// Mount an overlay with fsconfig, as a detached mount. The layers are paths the kernel resolves
+/// in this process (`/proc/self/fd/N`), top first; `append` gives one `lowerdir+` each.
+pub fn overlay_fsconfig(spec: &OverlaySpec, append: bool) -> Result<OwnedFd> {
     let ctx = FsContext::new("overlay")?;
-    ctx.set("source", "sysext")?;
+    ctx.set("source", spec.source)?;
     if append {
-        for p in paths {
+        for p in &spec.lowers {
             ctx.set("lowerdir+", p)?;
         }
     } else {
-        ctx.set("lowerdir", &lowerdir_value(paths))?;
+        ctx.set("lowerdir", &lowerdir_value(&spec.lowers))?;
     }
-    ctx.mount(MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NODEV)
+    if let Some(u) = &spec.upper {
+        ctx.set("upperdir", &u.upper)?;
+        ctx.set("workdir", &u.work)?;
+    }
+    for (key, value) in &spec.options {
+        ctx.set(key, value)?;
+    }
+    ctx.mount(spec.flags.attrs())
 }
 
-/// Mount a read-only overlay with the classic mount(2) option string at `target` (a directory of
-/// a private namespace, relative to the working directory like the layer paths), and return a
-/// detached copy of it; the attached one is taken off again. The copy is the same superblock, so
-/// it has the overlay's own st_dev.
-pub fn overlay_mount(paths: &[String], target: &str) -> Result<OwnedFd> {
-    let options = overlay_options(paths);
+/// Mount an overlay with the classic mount(2) option string at `target` (a directory of a private
+/// namespace, relative to the working directory like the layer paths), and return a detached
+/// copy of it; the attached one is taken off again. The copy is the same superblock, so it has
+/// the overlay's own st_dev, and the same per-mount flags.
+pub fn overlay_mount(spec: &OverlaySpec, target: &str) -> Result<OwnedFd> {
+    let options = overlay_options(spec);
     if !options_fit(&options, rustix::param::page_size()) {
-        return Err(Error::msg(format!("{} layers do not fit in one page of mount options", paths.len())));
+        return Err(Error::msg(format!("{} layers do not fit in one page of mount options", spec.lowers.len())));
     }
     let log = KernelLog::open("overlay");
-    let flags = MountFlags::RDONLY | MountFlags::NODEV;
     let data = std::ffi::CString::new(options).map_err(|_| Error::msg("a layer path holds a NUL byte"))?;
-    mount("sysext", target, "overlay", flags, data.as_c_str())
+    mount(spec.source, target, "overlay", spec.flags.mount_flags(), data.as_c_str())
         .map_err(|e| with_kernel_messages("mounting the overlay with mount(2)".into(), e, &log.messages()))?;
     let copy = open_tree(CWD, target, OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC)
         .context("making a detached copy of the overlay");
@@ -394,13 +481,38 @@ mod tests {
 35 22 0:45 / /sysroot/optional rw - tmpfs tmpfs rw
 ";
 
+    fn spec(lowers: Vec<String>) -> OverlaySpec {
+        OverlaySpec { source: "sysext", lowers, upper: None, options: vec![], flags: Flags::default() }
+    }
+
     #[test]
     fn layer_paths_are_escaped_for_the_option_parser() {
         assert_eq!(escape_layer("/proc/self/fd/12"), "/proc/self/fd/12");
         assert_eq!(escape_layer("/a:b,c\\d"), "/a\\:b\\,c\\\\d");
-        let paths = ["/x:y".to_string(), "7".to_string(), "/with,comma".to_string()];
+        let paths = vec!["/x:y".to_string(), "7".to_string(), "/with,comma".to_string()];
         assert_eq!(lowerdir_value(&paths), "/x\\:y:7:/with\\,comma");
-        assert_eq!(overlay_options(&paths), "lowerdir=/x\\:y:7:/with\\,comma");
+        assert_eq!(overlay_options(&spec(paths)), "lowerdir=/x\\:y:7:/with\\,comma");
+    }
+
+    #[test]
+    fn a_writable_overlay_has_upper_work_and_systemds_options() {
+        let mut s = spec(vec!["0".into(), "1".into()]);
+        s.upper = Some(Upper { upper: "u/etc".into(), work: "u/.systemd-etc-workdir".into() });
+        s.options = vec![("redirect_dir", "on"), ("metacopy", "off"), ("index", "off")];
+        assert_eq!(
+            overlay_options(&s),
+            "lowerdir=0:1,upperdir=u/etc,workdir=u/.systemd-etc-workdir,redirect_dir=on,metacopy=off,index=off"
+        );
+        let f = Flags { read_only: false, nosuid: true, noexec: true, noatime: true };
+        assert_eq!(f.mount_flags(), MountFlags::NODEV | MountFlags::NOSUID | MountFlags::NOEXEC | MountFlags::NOATIME);
+        let ro = Flags { read_only: true, nosuid: true, noexec: true, noatime: false };
+        assert_eq!(
+            ro.attrs(),
+            MountAttrFlags::MOUNT_ATTR_NODEV
+                | MountAttrFlags::MOUNT_ATTR_RDONLY
+                | MountAttrFlags::MOUNT_ATTR_NOSUID
+                | MountAttrFlags::MOUNT_ATTR_NOEXEC
+        );
     }
 
     fn fd_paths(n: usize) -> Vec<String> {
@@ -421,12 +533,12 @@ mod tests {
     #[test]
     fn short_names_fit_overlayfs_whole_stack_in_one_page() {
         let names: Vec<String> = (0..MAX_LOWER_LAYERS).map(|i| i.to_string()).collect();
-        let options = overlay_options(&names);
+        let options = overlay_options(&spec(names));
         assert_eq!(options.len(), 9 + 10 * 2 + 90 * 3 + 400 * 4 - 1);
         assert!(options_fit(&options, 4096));
         // What the fd paths would need: no page holds 500 of them, nor 240.
-        assert!(!options_fit(&overlay_options(&fd_paths(240)), 4096));
-        assert!(options_fit(&overlay_options(&fd_paths(225)), 4096));
+        assert!(!options_fit(&overlay_options(&spec(fd_paths(240))), 4096));
+        assert!(options_fit(&overlay_options(&spec(fd_paths(225))), 4096));
         // mount(2) cuts the page's last byte: 4095 bytes are the most.
         assert!(options_fit(&"x".repeat(4095), 4096) && !options_fit(&"x".repeat(4096), 4096));
     }

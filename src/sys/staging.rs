@@ -18,7 +18,7 @@ use rustix::thread::{move_into_link_name_space, unshare_unsafe, LinkNameSpaceTyp
 
 use crate::error::{Context, Error, Result};
 use crate::sys::fs::proc_path;
-use crate::sys::mount::{self, Mechanism, OverlayApi};
+use crate::sys::mount::{self, Flags, Mechanism, OverlayApi, OverlaySpec};
 
 /// Where the staging tmpfs goes inside our own namespace; /run is what systemd-sysext uses too.
 const DIR: &str = "/run";
@@ -47,7 +47,7 @@ impl Staging {
         // Private, so nothing we mount here propagates back to the real namespace.
         mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
             .context("making the staging namespace private")?;
-        let tmp = mount::tmpfs()?;
+        let tmp = mount::tmpfs(0o755, Some("1m"))?;
         mount::attach_at(tmp.as_fd(), DIR)?;
         Ok(staging)
     }
@@ -60,11 +60,12 @@ impl Staging {
         Ok(path)
     }
 
-    /// Attach a detached mount in the staging area. The fd keeps pointing at the mount, now
-    /// attached here, so fds opened through it are valid overlay layers.
-    pub fn add(&mut self, mnt: &OwnedFd) -> Result<()> {
+    /// Attach a detached mount in the staging area, and say where. The fd keeps pointing at the
+    /// mount, now attached here, so fds opened through it are valid overlay layers.
+    pub fn add(&mut self, mnt: &OwnedFd) -> Result<String> {
         let path = self.new_dir()?;
-        mount::attach_at(mnt.as_fd(), &path)
+        mount::attach_at(mnt.as_fd(), &path)?;
+        Ok(path)
     }
 
     /// What this kernel's overlayfs does with fsconfig keys.
@@ -72,39 +73,64 @@ impl Staging {
         mount::probe_overlay_api(DIR)
     }
 
-    /// A read-only overlay of `layers` (directories, top first), detached.
-    pub fn overlay(&mut self, layers: &[BorrowedFd], how: Mechanism) -> Result<OwnedFd> {
-        let paths: Vec<String> = layers.iter().map(|fd| proc_path(*fd)).collect();
-        match how {
-            Mechanism::Append => mount::overlay_fsconfig(&paths, true),
-            Mechanism::List => mount::overlay_fsconfig(&paths, false),
-            Mechanism::Options => self.overlay_by_options(layers),
+    /// An overlay of `layers` (directories, top first), detached; `spec` gives everything but
+    /// the paths: the mount source, the options and flags. With `upper`, writes go there.
+    pub fn overlay(
+        &mut self,
+        layers: &[BorrowedFd],
+        upper: Option<&UpperIn>,
+        how: Mechanism,
+        mut spec: OverlaySpec,
+    ) -> Result<OwnedFd> {
+        if how == Mechanism::Options {
+            return self.overlay_by_options(layers, upper, spec);
         }
+        spec.lowers = layers.iter().map(|fd| proc_path(*fd)).collect();
+        spec.upper = upper.map(|u| u.paths(&proc_path(u.parent)));
+        mount::overlay_fsconfig(&spec, how == Mechanism::Append)
     }
 
     /// The classic option string, kept short whatever the number of layers: each layer is bound
     /// to a directory named by its position in a fresh staging directory, and mount(2) runs
     /// from there, so `lowerdir=0:1:2:…` needs at most four bytes a layer (2 KB for overlayfs's
     /// 500). Binding the opened directory, not naming a path, keeps every layer where it was
-    /// resolved (inside its image, inside the sysroot).
-    fn overlay_by_options(&mut self, layers: &[BorrowedFd]) -> Result<OwnedFd> {
+    /// resolved (inside its image, inside the sysroot). An upper and its work directory must be on
+    /// one mount: their parent is bound once, as `u`.
+    fn overlay_by_options(
+        &mut self,
+        layers: &[BorrowedFd],
+        upper: Option<&UpperIn>,
+        mut spec: OverlaySpec,
+    ) -> Result<OwnedFd> {
         let dir = self.new_dir()?;
         let names: Vec<String> = (0..layers.len()).map(|i| i.to_string()).collect();
-        for (layer, name) in layers.iter().zip(&names) {
-            let bind = mount::clone_dir(*layer)?;
+        let parent = upper.map(|u| (u.parent, "u".to_string()));
+        for (layer, name) in layers.iter().copied().zip(names.iter().cloned()).chain(parent) {
+            let bind = mount::clone_dir(layer)?;
             let path = format!("{dir}/{name}");
             mkdirat(CWD, path.as_str(), Mode::from_raw_mode(0o700)).context("creating a staging directory")?;
             mount::attach_at(bind.as_fd(), &path)?;
         }
+        spec.lowers = names;
+        spec.upper = upper.map(|u| u.paths("u"));
         let target = "overlay";
         mkdirat(CWD, format!("{dir}/{target}").as_str(), Mode::from_raw_mode(0o700))
             .context("creating a staging directory")?;
         let here = rustix::fs::open(dir.as_str(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .with_context(|| format!("opening {dir}"))?;
         fchdir(&here).with_context(|| format!("changing into {dir}"))?;
-        let overlay = mount::overlay_mount(&names, target);
+        let overlay = mount::overlay_mount(&spec, target);
         chdir("/").context("changing back to /")?;
         overlay
+    }
+
+    /// The overlay with its subdirectory `sub` made a read-only bind mount of itself, as a new
+    /// detached tree: what systemd does to `.systemd-confext` of a writable merge, done here so
+    /// the tree is complete before anyone can see it.
+    pub fn with_read_only_subdir(&mut self, overlay: &OwnedFd, sub: &str, flags: Flags) -> Result<OwnedFd> {
+        let path = self.add(overlay)?;
+        mount::bind_read_only(&format!("{path}/{sub}"), flags)?;
+        mount::clone_tree(&path)
     }
 
     /// Back to the namespace we came from, where the overlays get attached.
@@ -134,6 +160,20 @@ impl Drop for Staging {
                 std::process::abort();
             }
         }
+    }
+}
+
+/// Where a writable overlay writes: `upper` and `work`, two entries of the directory `parent`
+/// (a directory of the staging namespace, so overlayfs takes it).
+pub struct UpperIn<'a> {
+    pub parent: BorrowedFd<'a>,
+    pub upper: &'a str,
+    pub work: &'a str,
+}
+
+impl UpperIn<'_> {
+    fn paths(&self, parent: &str) -> mount::Upper {
+        mount::Upper { upper: format!("{parent}/{}", self.upper), work: format!("{parent}/{}", self.work) }
     }
 }
 

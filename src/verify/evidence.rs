@@ -157,8 +157,8 @@ fn data_kind(fd: &OwnedFd, offset: u64, size: u64) -> Result<Kind, String> {
     }
 }
 
-fn examine_ddi(fd: &OwnedFd, size: u64, trusted: &[TrustedCert]) -> Result<(Trust, Source), String> {
-    let layout = gpt::parse(size, &mut |o, n| read_at(fd.as_fd(), o, n))?;
+fn examine_ddi(fd: &OwnedFd, size: u64, roles: &[Role], trusted: &[TrustedCert]) -> Result<(Trust, Source), String> {
+    let layout = gpt::parse(size, roles, &mut |o, n| read_at(fd.as_fd(), o, n))?;
     let fs = data_kind(fd, layout.data.offset, layout.data.size)?;
     let data = region(fd, layout.data.offset, layout.data.size)?;
     let Some(v) = &layout.verity else {
@@ -264,16 +264,18 @@ pub fn sidecars(root: BorrowedFd, path: &str, target: Option<&str>) -> Result<Si
     Ok(Sidecars::default())
 }
 
-/// Gather and check an image file's evidence. `fd` is open for reading.
+/// Gather and check an image file's evidence. `fd` is open for reading; `roles` are the DDI
+/// data partitions the image's class may use.
 pub fn examine(
     fd: &OwnedFd,
     size: u64,
     kind: Kind,
+    roles: &[Role],
     sidecars: Sidecars,
     trusted: &[TrustedCert],
 ) -> Result<(Trust, Source), String> {
     match kind {
-        Kind::Ddi => examine_ddi(fd, size, trusted),
+        Kind::Ddi => examine_ddi(fd, size, roles, trusted),
         Kind::Directory => Err("is a directory, not an image file".into()),
         fs => examine_plain(fd, size, fs, sidecars, trusted),
     }

@@ -112,9 +112,15 @@ pub fn uuid_text(g: &[u8; 16]) -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
-/// Parse the GPT of an image of `size` bytes. `read(offset, len)` returns exactly `len` bytes
-/// or an error; it is the only I/O, so this is tested on byte arrays.
-pub fn parse(size: u64, read: &mut dyn FnMut(u64, usize) -> Result<Vec<u8>, String>) -> Result<Layout, String> {
+/// Parse the GPT of an image of `size` bytes, taking a data partition of one of `roles` (what
+/// systemd's image policy for the class honours: root or usr for a sysext, root for a confext;
+/// partitions of other roles are ignored, as that policy ignores them). `read(offset, len)`
+/// returns exactly `len` bytes or an error; it is the only I/O, so this is tested on byte arrays.
+pub fn parse(
+    size: u64,
+    roles: &[Role],
+    read: &mut dyn FnMut(u64, usize) -> Result<Vec<u8>, String>,
+) -> Result<Layout, String> {
     // The header sits in LBA 1; the sector size is 512 or 4096.
     let (sector, header) = [512u64, 4096]
         .into_iter()
@@ -162,6 +168,10 @@ pub fn parse(size: u64, read: &mut dyn FnMut(u64, usize) -> Result<Vec<u8>, Stri
         .find(|(t, _)| *t == type_id)
         .map(|(_, k)| k);
         let Some(kind) = kind else { continue };
+        let usr = kind.starts_with("usr");
+        if !roles.contains(if usr { &Role::Usr } else { &Role::Root }) {
+            continue;
+        }
         if attrs & NO_AUTO != 0 {
             continue;
         }
@@ -174,7 +184,7 @@ pub fn parse(size: u64, read: &mut dyn FnMut(u64, usize) -> Result<Vec<u8>, Stri
             _ => return Err(format!("has a {kind} partition that lies outside the image (LBA {first}..{last})")),
         }
     }
-    pick(&found)
+    pick(&found, roles)
 }
 
 /// Exactly one of a kind, or none; two is ambiguous.
@@ -186,13 +196,19 @@ fn one(found: &[(&str, Partition)], kind: &str) -> Result<Option<Partition>, Str
     }
 }
 
-fn pick(found: &[(&str, Partition)]) -> Result<Layout, String> {
+fn pick(found: &[(&str, Partition)], roles: &[Role]) -> Result<Layout, String> {
     let root = one(found, "root")?;
     let usr = one(found, "usr")?;
     let (role, data, prefix) = match (root, usr) {
         (Some(_), Some(_)) => return Err("has both a root and a usr partition; a system extension has one".into()),
         (Some(p), None) => (Role::Root, p, "root"),
         (None, Some(p)) => (Role::Usr, p, "usr"),
+        (None, None) if !roles.contains(&Role::Usr) => {
+            return Err(format!(
+                "has no root partition for this architecture ({}); a configuration extension's /etc lives in one",
+                std::env::consts::ARCH
+            ))
+        }
         (None, None) => {
             return Err(format!("has no root or usr partition for this architecture ({})", std::env::consts::ARCH))
         }
@@ -218,6 +234,7 @@ pub(crate) mod tests {
     pub const ROOT_VERITY: &str = "2c7357ed-ebd2-46d9-aec1-23d437ec2bf5";
     pub const ROOT_SIG: &str = "41092b05-9fc8-4523-994f-2def0408b176";
     pub const USR: &str = "8484680c-9521-48c6-9c11-b0720656f69e";
+    pub const USR_VERITY: &str = "77ff5f63-e7b6-4633-acf4-1565b864c0e6";
 
     fn raw_guid(text: &str) -> [u8; 16] {
         let hex: String = text.chars().filter(|c| *c != '-').collect();
@@ -261,9 +278,23 @@ pub(crate) mod tests {
     }
 
     pub fn parse_bytes(img: &[u8]) -> Result<Layout, String> {
-        parse(img.len() as u64, &mut |o, n| {
+        parse_roles(img, &[Role::Root, Role::Usr])
+    }
+
+    fn parse_roles(img: &[u8], roles: &[Role]) -> Result<Layout, String> {
+        parse(img.len() as u64, roles, &mut |o, n| {
             img.get(o as usize..o as usize + n).map(<[u8]>::to_vec).ok_or_else(|| "short read".to_string())
         })
+    }
+
+    #[test]
+    fn a_confext_takes_its_root_partition_and_ignores_usr_ones() {
+        let both = image(&[(ROOT, 34, 99, 0), (USR, 100, 199, 0), (USR_VERITY, 200, 209, 0)]);
+        let l = parse_roles(&both, &[Role::Root]).unwrap();
+        assert_eq!((l.role, l.data.offset, l.verity), (Role::Root, 34 * 512, None));
+        let usr_only = parse_roles(&image(&[(USR, 34, 99, 0)]), &[Role::Root]).unwrap_err();
+        assert!(usr_only.starts_with("has no root partition for this architecture"), "{usr_only}");
+        assert!(usr_only.ends_with("a configuration extension's /etc lives in one"), "{usr_only}");
     }
 
     #[test]
