@@ -310,20 +310,23 @@ fn etc_layout(inputs: &Inputs, etc: &EtcInputs, hp: &mut HierarchyPlan) -> Optio
         match (&mode.source, machine_id) {
             (Source::Default, None) => {
                 hp.skipped = Some(format!(
-                    "mutable mode no, the default, would leave /etc read-only and without /etc/machine-id, and {consequence};                      so no confext is merged this boot. To merge them: {}, or give /etc a machine-id",
+                    "mutable mode no, the default, would leave /etc read-only and without /etc/machine-id, and {consequence}; \
+                     so no confext is merged this boot. To merge them: {}, or give /etc a machine-id",
                     mutable::HOW_TO_CHOOSE
                 ));
                 return None;
             }
             (Source::Default, _) => {
                 note = Some(format!(
-                    "/etc will be read-only: mutable mode no is systemd's default, nobody chose it; {consequence}.                      To choose a mode: {}",
+                    "/etc will be read-only: mutable mode no is systemd's default, nobody chose it; {consequence}. \
+                     To choose a mode: {}",
                     mutable::HOW_TO_CHOOSE
                 ))
             }
             (source, None) => {
                 note = Some(format!(
-                    "/etc will be read-only (mutable mode {} from {source}) and has no /etc/machine-id: {consequence};                      merged as chosen",
+                    "/etc will be read-only (mutable mode {} from {source}) and has no /etc/machine-id: {consequence}; \
+                     merged as chosen",
                     mode.mode
                 ))
             }

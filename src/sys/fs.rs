@@ -147,3 +147,9 @@ pub fn remove_tree(dir: BorrowedFd, name: &[u8], depth: usize) -> std::io::Resul
     }
     Ok(unlinkat(dir, name, AtFlags::REMOVEDIR)?)
 }
+
+/// Whether an fd is on overlayfs (`OVERLAYFS_SUPER_MAGIC`); `false` when the kernel will not say.
+pub fn on_overlayfs(fd: BorrowedFd) -> bool {
+    const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
+    rustix::fs::fstatfs(fd).is_ok_and(|st| st.f_type as u64 == OVERLAYFS_SUPER_MAGIC)
+}

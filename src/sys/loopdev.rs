@@ -112,7 +112,10 @@ pub fn attach(backing: BorrowedFd, range: Range, loop_control: &str) -> Result<L
         let path = format!("/dev/loop{n}");
         let dev = rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .with_context(|| format!("opening {path}"))?;
-        let mut res = configure(dev.as_fd(), backing, range, true);
+        // overlayfs takes O_DIRECT for files whose real file system does not do it (squashfs):
+        // an image seen through a merged /usr (a confext a sysext ships) would read as EINVAL.
+        let direct_io = !crate::sys::fs::on_overlayfs(backing);
+        let mut res = configure(dev.as_fd(), backing, range, direct_io);
         if res == Err(Errno::INVAL) {
             // The backing file system cannot do direct I/O (tmpfs, for one).
             res = configure(dev.as_fd(), backing, range, false);

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_initrd-sysext");
 pub const GOOD: &str = "ID=debian\nVERSION_ID=13\n";
+/// A machine ID for a base /etc, as systemd-machine-id-setup writes it.
+pub const MACHINE_ID: &str = "0123456789abcdef0123456789abcdef\n";
 
 pub fn require_root() {
     let uid = Command::new("id").arg("-u").output().expect("running id");
@@ -107,6 +109,27 @@ impl Scratch {
                 (&format!("usr/bin/{name}"), name),
             ],
         )
+    }
+
+    /// A configuration extension's tree: its release file `etc/extension-release.d/…` and `files`
+    /// (paths relative to the tree, as for `tree`).
+    pub fn confext_tree(&self, name: &str, release: &str, files: &[(&str, &str)]) -> PathBuf {
+        let release_file = format!("etc/extension-release.d/extension-release.{name}");
+        let mut all = vec![(release_file.as_str(), release)];
+        all.extend_from_slice(files);
+        self.tree(name, &all)
+    }
+
+    /// A squashfs confext in /var/lib/confexts with a release file and `etc/NAME.conf`.
+    pub fn confext(&self, name: &str, release: &str) {
+        let conf = format!("etc/{name}.conf");
+        let t = self.confext_tree(name, release, &[(&conf, name)]);
+        self.squashfs(&t, &format!("var/lib/confexts/{name}.raw"));
+    }
+
+    /// Give the base /etc a machine ID, as an installed system has.
+    pub fn machine_id(&self) {
+        fs::write(self.path("etc/machine-id"), MACHINE_ID).unwrap();
     }
 
     pub fn squashfs(&self, tree: &Path, dest: &str) {
