@@ -51,7 +51,7 @@ bench: setup build
 FUZZ_SECONDS ?= 600
 # New inputs go to fuzz/corpus/ (ignored); fuzz/seeds/ stays as committed.
 fuzz:
-	for t in release cmdline ddi signature fstab; do \
+	for t in release cmdline ddi signature fstab confext_conf; do \
 	  mkdir -p fuzz/corpus/$$t; \
 	  cargo +nightly fuzz run -O $$t fuzz/corpus/$$t fuzz/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done

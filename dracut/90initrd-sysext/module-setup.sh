@@ -41,7 +41,7 @@ install() {
     install_certificates
     $SYSTEMCTL -q --root "$initdir" enable initrd-sysext.service
     # We are the merger in this initrd: keep upstream's from merging again.
-    $SYSTEMCTL -q --root "$initdir" mask systemd-sysext-sysroot.service
+    $SYSTEMCTL -q --root "$initdir" mask systemd-sysext-sysroot.service systemd-confext-sysroot.service
 }
 
 # The certificates verity root hash signatures are checked against: this
