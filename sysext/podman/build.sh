@@ -117,6 +117,10 @@ pver=$(sed -n 's/^podman=//p' <<<"$closure" | sed -e 's/^[0-9]*://' -e 's/-[^-]*
 [[ -n "$pver" ]] || die "podman is not in the closure (already in $root?)"
 
 name="podman-$pver-$os_id-${level:-${version_id:-$codename}}-x86-64.raw"
+# The podman-etc confext of the same defaults: architecture-independent,
+# matched by CONFEXT_LEVEL or VERSION_ID (forky: neither, named by code name).
+clevel=$(osr CONFEXT_LEVEL "$osrel")
+cname="podman-etc-$pver-$os_id-${clevel:-${version_id:-${os_version:-$codename}}}.raw"
 key16=$({
 	cat "$here/build.sh" "$here/lib.sh" "$here/stage.sh" "$here/packages"
 	printf '%s\n' "$format" "$os_id" "$version_id" "$level" "${SOURCE_DATE_EPOCH:-}" "$closure"
@@ -126,7 +130,7 @@ entry=$cache/podman-$key16
 mkdir -p "$cache"
 exec 9>"$entry.lock"
 flock 9
-if ((use_cache)) && [[ -f "$entry/$name" ]]; then
+if ((use_cache)) && [[ -f "$entry/$name" && -f "$entry/$cname" ]]; then
 	say "cached: $entry/$name"
 else
 	start=$SECONDS
@@ -136,7 +140,7 @@ else
 	trap 'rm -rf "$tmp"' EXIT
 	mkdir -p "$tmp"
 	"$here/stage.sh" "$root" "$tmp/$name" "$format" "$os_id" "${version_id:-}" "${level:-}" \
-		"$pver" "$key16" "${pkgs[@]}" <<<"$closure"
+		"$pver" "$key16" "$tmp/$cname" "${pkgs[@]}" <<<"$closure"
 	printf '%s\n' "$closure" >"$tmp/packages"
 	rm -rf "$entry"
 	mv -T "$tmp" "$entry"
@@ -149,6 +153,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 put() { cp "$1" "$out/.$2.tmp" && mv -f "$out/.$2.tmp" "$out/$2"; }
 put "$entry/$name" "$name"
+put "$entry/$cname" "$cname"
 put "$entry/packages" "${name%.raw}.packages"
 if [[ -z "$key" ]]; then
 	key=$out/test-signing.key cert=$out/test-signing.crt
@@ -170,7 +175,7 @@ signer=$({
 	openssl x509 -in "$cert" -outform DER
 } | sha256sum | cut -c1-16)
 signed=$entry/signed-$signer
-if ((use_cache)) && [[ -f "$signed/${name%.raw}.sysext.raw" ]]; then
+if ((use_cache)) && [[ -f "$signed/${name%.raw}.sysext.raw" && -f "$signed/${cname%.raw}.confext.raw" ]]; then
 	say "cached: $signed"
 	touch "$signed"
 else
@@ -179,6 +184,7 @@ else
 	trap 'rm -rf "$signed.tmp"' EXIT
 	mkdir "$signed.tmp"
 	"$here/verity.sh" "$root" "$entry/$name" "$format" "$key" "$cert" "$signed.tmp"
+	"$here/verity.sh" "$root" "$entry/$cname" "$format" "$key" "$cert" "$signed.tmp" confext
 	mv -T "$signed.tmp" "$signed"
 	trap - EXIT
 	find "$entry" -maxdepth 1 -name 'signed-*' -printf '%T@ %p\n' | sort -rn | tail -n +4 |

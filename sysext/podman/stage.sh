@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Called by build.sh: install the closure into a copy of the target root,
-# assemble the /usr-only tree and make the filesystem image.
-# usage: stage.sh ROOT IMAGE FORMAT ID VERSION_ID LEVEL PODMAN_VERSION KEY PKG... <closure
+# assemble the /usr-only tree and make the filesystem image, and the podman-etc
+# configuration extension of the same /etc defaults (ETC_IMAGE).
+# usage: stage.sh ROOT IMAGE FORMAT ID VERSION_ID LEVEL PODMAN_VERSION KEY ETC_IMAGE PKG... <closure
 set -euo pipefail
 # Make INT and TERM run the EXIT trap (cleanup of temporary trees).
 trap 'exit 130' INT TERM
@@ -13,8 +14,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"
 die() { echo "stage.sh: error: $*" >&2; exit 1; }
 
-base=$1 image=$2 format=$3 os_id=$4 version_id=$5 level=$6 pver=$7 key=$8
-shift 8
+base=$1 image=$2 format=$3 os_id=$4 version_id=$5 level=$6 pver=$7 key=$8 etc_image=$9
+shift 9
 mapfile -t closure
 # Needed only by maintainer scripts at install time, not at run time.
 exclude_pkgs=(adduser)
@@ -101,17 +102,44 @@ xattrs=$(cd "$stage" && getfattr -R -h -d -m - . 2>/dev/null | grep -v -e '^#' -
 
 ! find "$stage" -mindepth 1 -maxdepth 1 ! -name usr | grep -q . || die "something outside /usr in the tree"
 
+# podman-etc: the same /etc defaults as a configuration extension, an
+# alternative to the tmpfiles rules (README.md says when to use which). It
+# matches the target by CONFEXT_LEVEL, else VERSION_ID (neither on a target
+# without either); the defaults are not architecture-specific.
+etree=$r/build/etc-tree
+mkdir -p "$etree/etc/extension-release.d"
+cp -a "$stage/usr/share/podman/etc/." "$etree/etc/"
+osrel=$(os_release "$base")
+clevel=$(osr CONFEXT_LEVEL "$osrel")
+cver=${version_id:-$(osr VERSION_ID "$osrel")}
+{
+	echo "ID=$os_id"
+	if [[ -n "$clevel" ]]; then echo "CONFEXT_LEVEL=$clevel"; elif [[ -n "$cver" ]]; then echo "VERSION_ID=$cver"; fi
+	echo "CONFEXT_SCOPE=system"
+	echo "CONFEXT_ID=podman-etc"
+	echo "CONFEXT_VERSION_ID=$pver"
+} >"$etree/etc/extension-release.d/extension-release.podman-etc"
+setfattr -n user.extension-release.strict -v false "$etree/etc/extension-release.d/extension-release.podman-etc"
+! find "$etree" -mindepth 1 -maxdepth 1 ! -name etc | grep -q . || die "something outside /etc in the confext tree"
+
 # The target's tools: the host's (bookworm's) mkfs.erofs is too old.
 apt_install "$r" erofs-utils squashfs-tools
-find "$stage" -exec touch -h -d "@$sde" {} +
-h=$(printf '%s' "$key" | sha256sum)
-uuid="${h:0:8}-${h:8:4}-${h:12:4}-${h:16:4}-${h:20:12}"
-if [[ $format == erofs ]]; then
-	# 256 KiB physical clusters: about 7 MiB smaller than the 4 KiB default.
-	chroot "$r" mkfs.erofs --quiet -zlz4hc -C262144 -Eztailpacking --all-root \
-		-T "$sde" -U "$uuid" /build/image.raw /build/tree >&2
-else
-	chroot "$r" mksquashfs /build/tree /build/image.raw -quiet -noappend -comp zstd \
-		-all-root -xattrs-include '^user\.extension-release\.strict$' -mkfs-time "$sde" -all-time "$sde" >&2
-fi
+find "$stage" "$etree" -exec touch -h -d "@$sde" {} +
+# mkimage TREE OUT SALT: the file system image of /build/TREE, its UUID from the key.
+mkimage() {
+	local h uuid
+	h=$(printf '%s%s' "$key" "$3" | sha256sum)
+	uuid="${h:0:8}-${h:8:4}-${h:12:4}-${h:16:4}-${h:20:12}"
+	if [[ $format == erofs ]]; then
+		# 256 KiB physical clusters: about 7 MiB smaller than the 4 KiB default.
+		chroot "$r" mkfs.erofs --quiet -zlz4hc -C262144 -Eztailpacking --all-root \
+			-T "$sde" -U "$uuid" "/build/$2" "/build/$1" >&2
+	else
+		chroot "$r" mksquashfs "/build/$1" "/build/$2" -quiet -noappend -comp zstd \
+			-all-root -xattrs-include '^user\.extension-release\.strict$' -mkfs-time "$sde" -all-time "$sde" >&2
+	fi
+}
+mkimage tree image.raw ''
+mkimage etc-tree etc.raw etc
 mv "$r/build/image.raw" "$image"
+mv "$r/build/etc.raw" "$etc_image"

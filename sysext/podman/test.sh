@@ -254,6 +254,53 @@ same_tree() { diff <(listing "$1") <(listing "$2") && diff -r --no-dereference "
 check "DDI: the same files, modes, owners, times and contents as the plain image" same_tree "$x" "$m"
 umount "$m" 2>/dev/null || true
 
+# --- the podman-etc configuration extension: the same /etc defaults, signed
+cname=podman-etc-$pver-debian-13.raw
+cimg=$out/$cname
+cstem=${cname%.raw}
+check "confext: file name is podman-etc-<version>-debian-13.raw, erofs" \
+	test "$(od -An -tx1 -j1024 -N4 "$cimg" | tr -d ' ')" = e2e1f5e0
+cp "$cimg" "$r/etc.raw"
+chroot "$r" fsck.erofs --xattrs --extract=/cx /etc.raw >/dev/null
+cx=$r/cx
+check "confext: only /etc at the top" test "$(ls -A "$cx")" = etc
+crelease() {
+	printf '%s\n' ID=debian VERSION_ID=13 CONFEXT_SCOPE=system CONFEXT_ID=podman-etc "CONFEXT_VERSION_ID=$pver"
+}
+crel=$cx/etc/extension-release.d/extension-release.podman-etc
+check "confext: release file is right" diff <(crelease) "$crel"
+check "confext: release file has user.extension-release.strict=false" \
+	test "$(getfattr --only-values -n user.extension-release.strict "$crel")" = false
+same_defaults() { # the files of /usr/share/podman/etc, byte for byte, and nothing else
+	diff -r --no-dereference -x extension-release.d "$x/usr/share/podman/etc" "$cx/etc"
+}
+check "confext: holds exactly the sysext's /etc defaults" same_defaults
+rules_match() { # every tmpfiles C rule names a file the confext has: installing both is fine
+	local f
+	while read -r f; do [[ -f "$cx$f" ]] || { echo "no $f"; return 1; }; done \
+		< <(awk '$1 == "C" {print $2}' "$tmpfiles")
+}
+check "confext: every file the tmpfiles rules copy is in it" rules_match
+csums() { for f in "$cname" "$cstem".{verity,roothash,roothash.p7s,confext.raw}; do grep -q " $f\$" "$out/SHA256SUMS" || return 1; done; }
+check "confext: SHA256SUMS lists the image, its sidecars and its DDI" csums
+cp "$cimg" "$out/$cstem.verity" "$v/"
+check "confext: veritysetup verify against its .verity and .roothash" \
+	chroot "$r" veritysetup verify "/v/$cname" "/v/$cstem.verity" "$(cat "$out/$cstem.roothash")"
+check "confext: .roothash.p7s verifies with signing.crt" p7s "$out/$cstem.roothash" "$out/$cstem.roothash.p7s"
+cddi=$out/$cstem.confext.raw
+sfdisk --json "$cddi" | chroot "$r" jq -r '.partitiontable.partitions[] | "\(.type) \(.start) \(.size)"' >"$t/cddi.parts"
+croot() { awk -v t="${dps[root]}" -v f="$1" '$1 == t {print $f}' "$t/cddi.parts"; }
+clayout() {
+	[[ $(wc -l <"$t/cddi.parts") == 3 ]] && for k in root root-verity root-verity-sig; do
+		grep -q "^${dps[$k]} " "$t/cddi.parts" || return 1
+	done
+}
+check "confext DDI: root, root-verity and root-verity-sig partitions" clayout
+check "confext DDI: its root partition mounts read-only" mount -t erofs \
+	-o "ro,loop,offset=$(($(croot 2) * ss)),sizelimit=$(($(croot 3) * ss))" "$cddi" "$m"
+check "confext DDI: the same tree as the plain image" same_tree "$cx" "$m"
+umount "$m" 2>/dev/null || true
+
 # --- the forky target: testing's os-release has no VERSION_ID, so neither
 # has the image's release file (it matches any forky root, as systemd rules)
 fimg=$("$here/build.sh" --target debian-forky --out "$t/outf" 2>"$t/buildf.log") || true
@@ -272,6 +319,17 @@ if mount -t erofs -o ro,loop "$fimg" "$m" 2>/dev/null; then
 	umount "$m"
 else
 	check "forky target: the image mounts" false
+fi
+fcimg=$t/outf/podman-etc-$fver-debian-forky.raw
+forky_crelease() {
+	printf '%s\n' ID=debian CONFEXT_SCOPE=system CONFEXT_ID=podman-etc "CONFEXT_VERSION_ID=$fver" |
+		diff - "$m/etc/extension-release.d/extension-release.podman-etc"
+}
+if mount -t erofs -o ro,loop "$fcimg" "$m" 2>/dev/null; then
+	check "forky target: podman-etc-<version>-debian-forky.raw has ID=debian and no VERSION_ID" forky_crelease
+	umount "$m"
+else
+	check "forky target: podman-etc-$fver-debian-forky.raw mounts" false
 fi
 
 # --- bad input fails early, naming the culprit
@@ -297,7 +355,7 @@ check "no temporary files left in the output" not grep . < <(find "$out" -name '
 "$here/build.sh" --no-cache --out "$t/out2" --key "$out/test-signing.key" --cert "$out/test-signing.crt" \
 	>/dev/null 2>"$t/build2.log" || true
 check "second uncached build is byte-identical" cmp "$img" "$t/out2/$name"
-for f in "$stem".{sysext.raw,verity,roothash,roothash.p7s}; do
+for f in "$stem".{sysext.raw,verity,roothash,roothash.p7s} "$cname" "$cstem".{confext.raw,verity,roothash,roothash.p7s}; do
 	check "second uncached build: $f is byte-identical" cmp "$out/$f" "$t/out2/$f"
 done
 
@@ -331,10 +389,17 @@ if [[ -x "$bin" ]]; then
 	check "plan: merge for the image under its published name in /var/lib/extensions" plan "$sys" "$img" 'merge'
 	mv "$sys/var/lib/extensions/$name" "$sys/var/lib/extensions/podman.raw"
 	check "plan: merge for the image installed as podman.raw" plan "$sys" podman.raw 'merge'
+	mkdir -p "$sys/var/lib/confexts"
+	cp "$cimg" "$sys/var/lib/confexts/podman-etc.raw"
+	check "plan: merge for podman-etc installed in /var/lib/confexts" plan "$sys" podman-etc.raw 'merge'
+	cp "$out/$cstem.confext.raw" "$sys/var/lib/confexts/podman-etc.raw"
+	check "plan: its DDI is recognised and merged the same way" plan "$sys" podman-etc.raw 'ddi[[:space:]]merge'
 	other=$("$here/build.sh" --version-id 12 --out "$t/out12" 2>"$t/build12.log") || true
-	rm -f "$sys/var/lib/extensions/"*
+	rm -f "$sys/var/lib/extensions/"* "$sys/var/lib/confexts/"*
 	cp "$other" "$sys/var/lib/extensions/"
 	check "plan: skip (VERSION_ID) for an image built for VERSION_ID=12" plan "$sys" "$other" 'skip.*VERSION_ID'
+	cp "$t/out12/podman-etc-$pver-debian-12.raw" "$sys/var/lib/confexts/" 2>/dev/null || true
+	check "plan: skip (VERSION_ID) for podman-etc built for VERSION_ID=12" plan "$sys" "podman-etc-$pver-debian-12.raw" 'skip.*VERSION_ID'
 else
 	check "initrd-sysext binary at $bin (cargo build --release --target x86_64-unknown-linux-musl)" test -x "$bin"
 fi

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Called by build.sh: the dm-verity outputs of a plain image NAME.raw, written
 # to OUTDIR. Sidecars NAME.verity, NAME.roothash and NAME.roothash.p7s, and
-# NAME.sysext.raw, a signed GPT disk image (DDI) of the same tree made by
-# systemd-repart. Bytes depend only on the image and the signing key.
-# usage: verity.sh ROOT IMAGE FORMAT KEY CERT OUTDIR
+# NAME.CLASS.raw, a signed GPT disk image (DDI) of the same tree made by
+# systemd-repart --make-ddi=CLASS (sysext, the default, or confext). Bytes
+# depend only on the image and the signing key.
+# usage: verity.sh ROOT IMAGE FORMAT KEY CERT OUTDIR [CLASS]
 set -euo pipefail
 # Make INT and TERM run the EXIT trap (cleanup of temporary trees).
 trap 'exit 130' INT TERM
@@ -15,8 +16,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"
 die() { echo "verity.sh: error: $*" >&2; exit 1; }
 
-root=$1 image=$2 format=$3 key=$4 cert=$5 outdir=$6
+root=$1 image=$2 format=$3 key=$4 cert=$5 outdir=$6 class=${7:-sysext}
 base=$(basename "$image" .raw)
+case $class in sysext) top=usr ;; confext) top=etc ;; *) die "unknown class: $class" ;; esac
 (($(stat -c %s "$image") % 4096 == 0)) || die "$image is not a whole number of 4 KiB blocks"
 
 # The target's tools (trixie's or newer), in a copy of the target root kept in the cache.
@@ -67,13 +69,13 @@ else
 	chroot "$tools" unsquashfs -quiet -no-progress -d "$w/tree" "$w/image.raw" >/dev/null
 	mkfs_opts=(SYSTEMD_REPART_MKFS_OPTIONS_SQUASHFS="-comp zstd -all-root -xattrs-include ^user\.extension-release\.strict\$")
 fi
-sde=$(stat -c %Y "$work/tree/usr")
+sde=$(stat -c %Y "$work/tree/$top")
 # repart needs /proc: mount it in a private namespace, gone when repart ends.
 # Key and certificate reach it as open files, so they are never copied.
 # shellcheck disable=SC2016 # expanded by the inner shell
 if ! unshare -m --propagation private sh -c 'mount -t proc proc "$1/proc" && exec chroot "$@"' sh \
 	"$tools" env SOURCE_DATE_EPOCH="$sde" SYSTEMD_REPART_OVERRIDE_FSTYPE_ROOT="$format" "${mkfs_opts[@]}" \
-	systemd-repart --make-ddi=sysext --copy-source="$w/tree" --architecture=x86-64 \
+	systemd-repart --make-ddi="$class" --copy-source="$w/tree" --architecture=x86-64 \
 	--seed="$(uuid "$(derive seed)")" --offline=yes --private-key=/proc/self/fd/3 \
 	--certificate=/proc/self/fd/4 --pretty=no --json=off "$w/ddi.raw" \
 	3<"$key" 4<"$cert" >"$work/repart.log" 2>&1; then
@@ -85,4 +87,4 @@ chmod 644 "$work/image.verity" "$work/roothash"
 mv "$work/image.verity" "$outdir/$base.verity"
 mv "$work/roothash" "$outdir/$base.roothash"
 mv "$work/roothash.p7s" "$outdir/$base.roothash.p7s"
-mv "$work/ddi.raw" "$outdir/$base.sysext.raw"
+mv "$work/ddi.raw" "$outdir/$base.$class.raw"
