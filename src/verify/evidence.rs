@@ -110,15 +110,19 @@ fn verity_data(
     let data_size = data.size;
     let sb = verity::parse_superblock(&read_at(hash.fd.as_fd(), hash.offset, verity::SUPERBLOCK_LEN)?)?;
     let (blocks, block) = (sb.data_blocks, sb.data_block_size);
-    // The device is sized from the superblock: any data beyond what the tree covers could not
-    // be read, and a tree larger than the data cannot be right.
+    // The device is sized from the superblock: data beyond what the tree covers cannot be read,
+    // so the file system must lie within it (systemd-repart pads a small one's partition and
+    // hashes the file system only), and a tree larger than the data cannot be right.
     match sb.data_bytes() {
         Some(n) if n == data_size => {}
         Some(n) if n < data_size => {
-            return Err(format!(
-                "has a hash tree that covers only {n} of the {data_size} bytes of its {data_what} \
-                 ({blocks} blocks of {block} bytes); the rest could not be read"
-            ))
+            let head = read_at(data.fd.as_fd(), data.offset, HEAD_LEN.min(n as usize))?;
+            identify(&head, n).map_err(|e| {
+                format!(
+                    "has a hash tree that covers only {n} of the {data_size} bytes of its {data_what} \
+                     ({blocks} blocks of {block} bytes), and the file system there {e}"
+                )
+            })?;
         }
         _ => {
             return Err(format!(

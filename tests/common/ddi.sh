@@ -12,6 +12,8 @@
 #   BAD_SUPERBLOCK=1  overwrite the verity superblock's magic
 #   HASH=sha512     the verity hash algorithm (default sha256)
 #   DATA_BLOCKS=N   a hash tree over the first N data blocks only
+#   DATA_PAD=N      zeros after the hashed file system, up to N bytes of data partition
+#                   (systemd-repart pads a small file system's partition so)
 #   SIG_SIZE=N      the signature partition's size (default 4096)
 # Also writes OUT.roothash and, with VERITY, the sidecar-style OUT.hash.
 set -euo pipefail
@@ -32,6 +34,7 @@ vopts=(--hash="${HASH:-sha256}")
 [[ -z ${DATA_BLOCKS:-} ]] || vopts+=(--data-blocks="$DATA_BLOCKS")
 roothash=$(veritysetup format "${vopts[@]}" "$work/data" "$work/hash" | sed -n 's/^Root hash:[[:space:]]*//p')
 printf %s "$roothash" >"$out.roothash"
+[[ -z ${DATA_PAD:-} ]] || truncate -s "$DATA_PAD" "$work/data"
 if [[ ${BAD_SUPERBLOCK:-0} == 1 ]]; then
 	printf 'garbage!' | dd of="$work/hash" conv=notrunc status=none
 fi
