@@ -13,7 +13,7 @@ use crate::error::{Context, Result};
 use crate::mutable::Entry;
 use crate::plan::Facts;
 use crate::release;
-use crate::sys::fs::{list_dir, open_in_root, read_limited};
+use crate::sys::fs::{list_dir, list_dir_typed, open_in_root, read_limited};
 use crate::validate::{conflicts, Conflict, Node, ReleaseFile};
 use crate::verify::gpt::Role;
 
@@ -144,19 +144,41 @@ fn release_files(image: ImageRoot, class: Class, name: &str) -> Result<Vec<Relea
     Ok(out)
 }
 
-/// Walk the image's directory against the base's, only where both have directories: below a
-/// path the base lacks, nothing can clash.
-fn walk(image: BorrowedFd, base: BorrowedFd, path: &str, depth: usize, out: &mut Vec<Conflict>) -> Result<()> {
+/// A directory's entries, with the type each directory entry gives.
+type Entries = Vec<(String, FileType)>;
+
+/// What an image entry is. The directory entry's type says it without a stat, except for a
+/// character device (a whiteout is one with device 0:0) and where the file system leaves the type
+/// unknown.
+fn image_node(image: BorrowedFd, name: &str, kind: FileType, path: &str) -> Result<Node> {
+    Ok(match kind {
+        FileType::Directory => Node::Directory,
+        FileType::Symlink => Node::Symlink,
+        FileType::CharacterDevice | FileType::Unknown => {
+            node(&statat(image, name, AtFlags::SYMLINK_NOFOLLOW).with_context(|| format!("stat {path}/{name}"))?)
+        }
+        _ => Node::Other,
+    })
+}
+
+/// Walk the image's directory (its `entries`) against the base's, only where both have
+/// directories: below a path the base lacks, nothing can clash.
+fn walk(
+    image: BorrowedFd,
+    entries: Entries,
+    base: BorrowedFd,
+    path: &str,
+    depth: usize,
+    out: &mut Vec<Conflict>,
+) -> Result<()> {
     if depth > MAX_DEPTH {
         return Ok(());
     }
-    for name in list_dir(image).with_context(|| format!("listing {path} in the image"))? {
+    for (name, kind) in entries {
         let Ok(theirs) = statat(base, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
         };
-        let ours =
-            statat(image, name.as_str(), AtFlags::SYMLINK_NOFOLLOW).with_context(|| format!("stat {path}/{name}"))?;
-        let (b, i) = (node(&theirs), node(&ours));
+        let (b, i) = (node(&theirs), image_node(image, &name, kind, path)?);
         let child = format!("{path}/{name}");
         if conflicts(b, i) {
             out.push(Conflict { path: child, base: b, image: i });
@@ -167,21 +189,23 @@ fn walk(image: BorrowedFd, base: BorrowedFd, path: &str, depth: usize, out: &mut
             let Ok(sub_base) = openat(base, name.as_str(), flags, Mode::empty()) else {
                 continue;
             };
-            walk(sub_image.as_fd(), sub_base.as_fd(), &child, depth + 1, out)?;
+            let sub_entries =
+                list_dir_typed(sub_image.as_fd()).with_context(|| format!("listing {child} in the image"))?;
+            walk(sub_image.as_fd(), sub_entries, sub_base.as_fd(), &child, depth + 1, out)?;
         }
     }
     Ok(())
 }
 
-/// The image's directory for a hierarchy, if it has a non-empty one.
-fn hierarchy_dir(image: ImageRoot, h: Hierarchy) -> Result<Option<OwnedFd>> {
+/// The image's directory for a hierarchy and its entries, if it has a non-empty one.
+fn hierarchy_dir(image: ImageRoot, h: Hierarchy) -> Result<Option<(OwnedFd, Entries)>> {
     let fd = match image.open_dir(h.dir()) {
         Ok(fd) => fd,
         Err(e) if missing(&e) => return Ok(None),
         Err(e) => return Err(e).context(format!("opening {} in the image", h.path())),
     };
-    let empty = list_dir(fd.as_fd()).with_context(|| format!("listing {} in the image", h.path()))?.is_empty();
-    Ok((!empty).then_some(fd))
+    let entries = list_dir_typed(fd.as_fd()).with_context(|| format!("listing {} in the image", h.path()))?;
+    Ok((!entries.is_empty()).then_some((fd, entries)))
 }
 
 /// The sensitive files of /etc a confext has an entry for, each with whether the base has one.
@@ -213,12 +237,12 @@ pub fn inspect(image: ImageRoot, class: Class, name: &str, bases: &[(Hierarchy, 
     let mut content = Vec::new();
     let mut clashes = Vec::new();
     for &h in class.hierarchies() {
-        let Some(dir) = hierarchy_dir(image, h)? else {
+        let Some((dir, entries)) = hierarchy_dir(image, h)? else {
             continue;
         };
         content.push(h);
         if let Some((_, base)) = bases.iter().find(|(b, _)| *b == h) {
-            walk(dir.as_fd(), *base, h.path(), 0, &mut clashes)?;
+            walk(dir.as_fd(), entries, *base, h.path(), 0, &mut clashes)?;
         }
     }
     let (sensitive, machine_id) = match class {

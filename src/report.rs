@@ -24,12 +24,11 @@ impl log::Log for Stderr {
     fn enabled(&self, _: &log::Metadata) -> bool {
         true
     }
+    // The line is formatted first: stderr is unbuffered, and formatting into it writes each
+    // piece with a syscall of its own (a journal stream then sees fragments).
     fn log(&self, r: &log::Record) {
-        if self.prefix {
-            eprintln!("{}: {}", TARGET, r.args());
-        } else {
-            eprintln!("{}", r.args());
-        }
+        let line = if self.prefix { format!("{TARGET}: {}\n", r.args()) } else { format!("{}\n", r.args()) };
+        eprint!("{line}");
     }
     fn flush(&self) {}
 }

@@ -269,6 +269,12 @@ fn forbidden_content_and_shadowed_base_symlinks() {
     let hide =
         s.tree("hide", &[("usr/lib/extension-release.d/extension-release.hide", GOOD), ("usr/bin", "->/nowhere")]);
     s.squashfs(&hide, "var/lib/extensions/hide.raw");
+    // A whiteout (character device 0:0) over the base's usr/bin: the directory entry says only
+    // "character device", so this one takes a stat.
+    let whiteout = s.tree("whiteout", &[("usr/lib/extension-release.d/extension-release.whiteout", GOOD)]);
+    let mknod = std::process::Command::new("mknod").arg(whiteout.join("usr/bin")).args(["c", "0", "0"]).status();
+    assert!(mknod.is_ok_and(|st| st.success()), "mknod");
+    s.squashfs(&whiteout, "var/lib/extensions/whiteout.raw");
     let out = s.merge_then(&format!("ls \"$S/usr/sbin/\"; {MOUNTS}"));
     assert!(
         out.stderr.contains(
@@ -279,6 +285,7 @@ fn forbidden_content_and_shadowed_base_symlinks() {
     );
     assert!(out.stderr.contains("skipped sbin (/var/lib/extensions/sbin.raw): /usr/sbin is a directory in the image and would replace the base's symlink (sysext-bakery#131)"), "{}", out.stderr);
     assert!(out.stderr.contains("skipped hide (/var/lib/extensions/hide.raw): /usr/bin is a symlink in the image and would hide the base's directory"), "{}", out.stderr);
+    assert!(out.stderr.contains("skipped whiteout (/var/lib/extensions/whiteout.raw): /usr/bin is a whiteout in the image and would hide the base's directory"), "{}", out.stderr);
     assert!(out.stdout.contains("rc=0\nbase-tool\n--mounts\n--end"), "nothing merged, base intact:\n{}", out.all());
 }
 

@@ -41,9 +41,12 @@ pub fn reopen_read(fd: BorrowedFd) -> std::io::Result<OwnedFd> {
 }
 
 /// Read at most `max + 1` bytes, so the caller can tell "exactly max" from "too big".
+/// The buffer is sized from the file's length up front: read_to_end on a `Take` cannot ask for
+/// it and would grow from 32 bytes, one read per doubling.
 pub fn read_limited(fd: impl AsFd, max: usize) -> std::io::Result<Vec<u8>> {
     let file = std::fs::File::from(fd.as_fd().try_clone_to_owned()?);
-    let mut buf = Vec::new();
+    let size = rustix::fs::fstat(&file).map_or(0, |st| usize::try_from(st.st_size).unwrap_or(0));
+    let mut buf = Vec::with_capacity(size.min(max) + 1);
     file.take(max as u64 + 1).read_to_end(&mut buf)?;
     Ok(buf)
 }
@@ -54,6 +57,22 @@ pub fn list_dir(fd: BorrowedFd) -> std::io::Result<Vec<String>> {
         list_dir_raw(fd)?.into_iter().map(|n| n.unwrap_or_else(|b| String::from_utf8_lossy(&b).into_owned())).collect();
     names.sort();
     Ok(names)
+}
+
+/// Entry names of a directory with the type the directory entry gives (`Unknown` where the file
+/// system does not say), sorted, without `.` and `..`.
+pub fn list_dir_typed(fd: BorrowedFd) -> std::io::Result<Vec<(String, rustix::fs::FileType)>> {
+    let mut dir = rustix::fs::Dir::read_from(fd)?;
+    let mut entries = Vec::new();
+    while let Some(entry) = dir.read() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            entries.push((String::from_utf8_lossy(name).into_owned(), entry.file_type()));
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
 }
 
 /// Entry names of a directory, sorted by their bytes, without `.` and `..`; a name that is not
