@@ -43,7 +43,7 @@ demo: setup build
 # Figures, and the baseline scenarios (upstream's ways to merge, next to ours).
 bench: setup build
 	bench/merge.sh
-	tests-qemu/run.sh ensure-sysext ensure-sysext-without-oneshot systemd-sysroot
+	tests-qemu/run.sh ensure-sysext ensure-sysext-without-oneshot systemd-sysroot upstream-provision
 	tests-qemu/bench.sh
 	tests-qemu/bench-verity.sh
 

@@ -8,6 +8,10 @@
 #   sysroot  a test module running systemd-sysext --root=/sysroot merge (trixie)
 #   signed   ours, built while the guest's /etc/verity.d held $ITS_TRUSTED_CRT,
 #            so the module puts that certificate into it (trixie)
+#   upstream dracut's own systemd-sysext module, no initrd-sysext (forky)
+#   both     ours and dracut's systemd-sysext module together (forky)
+# Forky's initrds also carry a test provisioning unit (its-provision), which
+# acts only for scenarios that leave images in /var/lib/its/provision.
 # and kernels/SUITE/{vmlinuz,kver,modules,initrd-ours.img} for each other
 # suite's kernel the guest boots (trixie: bullseye, bookworm, forky). Their
 # modules stay out of root.img; lib.sh copies them in for a scenario that
@@ -26,11 +30,11 @@ crt=${ITS_TRUSTED_CRT:-}
 
 # Per suite: initrd variants besides "ours" (NAME:DRACUT-MODULE) and other
 # suites' kernels. Adding a variant is one word here.
-variants=() kernels=()
+variants=() kernels=() ours=initrd-sysext
 case $suite in
 trixie) variants=(plain: sysroot:its-sysroot-merge) kernels=(bullseye bookworm forky) ;;
 bookworm) ;;
-forky) ;;
+forky) ours="initrd-sysext its-provision" variants=("upstream:systemd-sysext its-provision") ;;
 *) echo "build-guest: unknown suite: $suite (bookworm, trixie or forky)" >&2 && exit 2 ;;
 esac
 
@@ -86,7 +90,14 @@ install -m 0644 "$here/guest/its-collect.service" "$here/guest/ensure-sysext.ser
     "$here/guest/its-mntid.service" "$tree/etc/systemd/system/"
 mkdir -p "$tree/etc/systemd/system/multi-user.target.wants" "$tree/etc/its"
 ln -s ../its-collect.service "$tree/etc/systemd/system/multi-user.target.wants/"
-cp -r "$here/guest/91its-sysroot-merge" "$tree/usr/lib/dracut/modules.d/"
+cp -r "$here/guest/91its-sysroot-merge" "$here/guest/91its-provision" "$tree/usr/lib/dracut/modules.d/"
+# dracut 112's systemd-sysext module needs systemd-veritysetup, which is in
+# systemd-cryptsetup (not in the base).
+if [[ $suite == forky ]]; then
+    # shellcheck source=../sysext/podman/lib.sh
+    . "$repo/sysext/podman/lib.sh"
+    apt_install "$tree" systemd-cryptsetup >&2
+fi
 
 # Our binary and dracut module, installed as a package would install them.
 install_activator() {
@@ -94,7 +105,8 @@ install_activator() {
 }
 if [[ $binsum != none ]]; then
     install_activator
-    variants+=(ours:initrd-sysext)
+    variants+=("ours:$ours")
+    [[ $suite != forky ]] || variants+=("both:$ours systemd-sysext")
 else
     echo "build-guest: no activator at $bin; scenarios with our initrd will fail" >&2
 fi
