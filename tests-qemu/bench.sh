@@ -1,25 +1,43 @@
 #!/usr/bin/env bash
 # Boot-time figures from the guests' journals (printed, never asserted):
-#   tests-qemu/bench.sh [-n BOOTS] [--svg-dir DIR]
-# Scenarios 1 (ours), 8 (systemd-sysext --root=/sysroot in the initrd) and
-# 7 (systemd-sysext + daemon-reload after boot), interleaved, BOOTS each
-# (default 3). Times are CLOCK_MONOTONIC seconds since kernel start.
+#   tests-qemu/bench.sh [-n BOOTS] [--svg-dir DIR] [trixie] [forky]
+# trixie: scenarios 1 (ours), 8 (systemd-sysext --root=/sysroot in the
+# initrd) and 7 (systemd-sysext + daemon-reload after boot). forky (systemd
+# 262, dracut 112): ours against upstream's systemd-sysext-sysroot.service
+# (dracut's systemd-sysext module), the same podman image. Interleaved, BOOTS
+# each (default 3); both sets by default. Times are CLOCK_MONOTONIC seconds
+# since kernel start.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=scenarios.sh
 . "$here/scenarios.sh"
-boots=3 svgdir=$here/plots
+boots=3 svgdir=$here/plots sets=()
 while (($#)); do
     case $1 in
     -n) boots=$2; shift 2 ;;
     --svg-dir) svgdir=$2; shift 2 ;;
-    *) echo "usage: bench.sh [-n BOOTS] [--svg-dir DIR]" >&2; exit 2 ;;
+    trixie | forky) sets+=("$1"); shift ;;
+    *) echo "usage: bench.sh [-n BOOTS] [--svg-dir DIR] [trixie] [forky]" >&2; exit 2 ;;
     esac
 done
-bench=(first-boot systemd-sysroot ensure-sysext)
-its_guest trixie && its_accel && its_podman trixie && its_podman_meta
-for name in "${bench[@]}"; do its_image "$its_tmp/$name" "prep_${name//-/_}"; done
+((${#sets[@]})) || sets=(trixie forky)
+bench=()
+for s in "${sets[@]}"; do
+    case $s in
+    trixie) bench+=(first-boot systemd-sysroot ensure-sysext) ;;
+    forky) bench+=(forky-ours forky-upstream) ;;
+    esac
+    its_guest "$s" && its_podman "$s"
+done
+its_accel && its_podman trixie && its_podman_meta
+for name in "${bench[@]}"; do
+    its_select "${S_GUEST[$name]:-trixie}" && its_podman "$ITS_SUITE"
+    its_image "$its_tmp/$name" "prep_${name//-/_}"
+done
+# The initrd merge unit each scenario runs (none: merged after boot).
+declare -A unit=([first-boot]=initrd-sysext.service [forky-ours]=initrd-sysext.service
+    [systemd-sysroot]=its-sysroot-merge.service [forky-upstream]=systemd-sysext-sysroot.service)
 
 # mono FILE ERE: the journal timestamp of the first line matching ERE.
 mono() { grep -E -m1 -- "$2" "$1" 2>/dev/null | sed -E 's/^\[ *([0-9]+\.[0-9]{3}).*/\1/'; }
@@ -30,15 +48,12 @@ add() { [[ -n $3 ]] && vals["$1 $2"]+="$3"$'\n'; return 0; }
 mkdir -p "$svgdir"
 for round in $(seq "$boots"); do
     for name in "${bench[@]}"; do
-        dir=$its_tmp/$name res=$its_tmp/$name/res
+        dir=$its_tmp/$name res=$its_tmp/$name/res j=$its_tmp/$name/res/journal u=${unit[$name]:-}
+        its_select "${S_GUEST[$name]:-trixie}"
         log "round $round/$boots: $name"
         # its.checks: skip the slow podman runs; only the plot is wanted.
         its_boot "$dir" "${S_INITRD[$name]}" "${S_CMDLINE[$name]:-} its.checks=plot" || { log "  boot failed"; continue; }
-        j=$res/journal unit=initrd-sysext.service
-        [[ $name == systemd-sysroot ]] && unit=its-sysroot-merge.service
-        if [[ $name != ensure-sysext ]]; then
-            add act "$name" "$(sub "$(mono "$j" "Finished $unit")" "$(mono "$j" "Starting $unit")")"
-        fi
+        [[ -z $u ]] || add act "$name" "$(sub "$(mono "$j" "Finished $u")" "$(mono "$j" "Starting $u")")"
         add self "$name" "$(sed -nE 's/.*initrd-sysext\[[0-9]+\]: done in ([0-9]+) ms.*/\1/p' "$j" |
             awk '{ printf "%.3f", $1 / 1000 }')"
         add unit "$name" "$(awk -F= '/^ExecMainStartTimestampMonotonic=[1-9]/ { printf "%.3f", $2 / 1e6 }' "$res/hello-show")"
@@ -46,6 +61,7 @@ for round in $(seq "$boots"); do
         add reload "$name" "$(sed -nE 's/.*Reloading finished in ([0-9]+) ms.*/\1/p' "$res/pid1" |
             awk '{ s += $1 } END { if (NR) printf "%.3f", s / 1000 }')"
         add userspace "$name" "$(mono "$j" 'Switching root')"
+        add multiuser "$name" "$(mono "$j" 'Reached target multi-user.target')"
         ((round == 1)) && [[ -s $res/plot.svg ]] && cp "$res/plot.svg" "$svgdir/$name.svg"
     done
 done
@@ -57,16 +73,31 @@ row() { printf '%-52s %10s %10s %10s   %s\n' "$@"; }
 
 echo
 echo "medians over $boots boots each, seconds since kernel start (${its_accel_args})"
-row "" "ours (1)" "sysroot(8)" "ensure(7)" "ratio"
-a1=$(med act first-boot) a8=$(med act systemd-sysroot)
-row "activation unit in the initrd (Starting->Finished)" "$a1" "$a8" "-" "ours/8 = $(ratio "$a1" "$a8")"
-row "  ours, as the binary reports it ('done in')" "$(med self first-boot)" "-" "-" ""
-row "switch-root (initrd done)" "$(med userspace first-boot)" "$(med userspace systemd-sysroot)" "$(med userspace ensure-sysext)" ""
-u1=$(med unit first-boot) u7=$(med unit ensure-sysext)
-row "quadlet unit started" "$u1" "$(med unit systemd-sysroot)" "$u7" "ours/7 = $(ratio "$u1" "$u7")"
-o1=$(med out first-boot) o7=$(med out ensure-sysext)
-row "container output" "$o1" "$(med out systemd-sysroot)" "$o7" "ours/7 = $(ratio "$o1" "$o7")"
-row "PID 1 reload time (sum)" "$(med reload first-boot)" "$(med reload systemd-sysroot)" "$(med reload ensure-sysext)" ""
+if [[ " ${sets[*]} " == *" trixie "* ]]; then
+    echo "trixie (systemd 257):"
+    row "" "ours (1)" "sysroot(8)" "ensure(7)" "ratio"
+    a1=$(med act first-boot) a8=$(med act systemd-sysroot)
+    row "activation unit in the initrd (Starting->Finished)" "$a1" "$a8" "-" "ours/8 = $(ratio "$a1" "$a8")"
+    row "  ours, as the binary reports it ('done in')" "$(med self first-boot)" "-" "-" ""
+    row "switch-root (initrd done)" "$(med userspace first-boot)" "$(med userspace systemd-sysroot)" "$(med userspace ensure-sysext)" ""
+    u1=$(med unit first-boot) u7=$(med unit ensure-sysext)
+    row "quadlet unit started" "$u1" "$(med unit systemd-sysroot)" "$u7" "ours/7 = $(ratio "$u1" "$u7")"
+    o1=$(med out first-boot) o7=$(med out ensure-sysext)
+    row "container output" "$o1" "$(med out systemd-sysroot)" "$o7" "ours/7 = $(ratio "$o1" "$o7")"
+    row "PID 1 reload time (sum)" "$(med reload first-boot)" "$(med reload systemd-sysroot)" "$(med reload ensure-sysext)" ""
+fi
+if [[ " ${sets[*]} " == *" forky "* ]]; then
+    its_select forky
+    echo "forky (systemd 262, dracut 112): ours against systemd-sysext-sysroot.service"
+    row "" "ours" "upstream" "" "ratio"
+    ao=$(med act forky-ours) au=$(med act forky-upstream) so=$(med self forky-ours)
+    row "merge unit in the initrd (Starting->Finished)" "$ao" "$au" "" "ours/upstream = $(ratio "$ao" "$au")"
+    row "  ours, as the binary reports it ('done in')" "$so" "-" "" "ours/upstream = $(ratio "$so" "$au")"
+    row "switch-root (initrd done)" "$(med userspace forky-ours)" "$(med userspace forky-upstream)" "" ""
+    row "quadlet unit started" "$(med unit forky-ours)" "$(med unit forky-upstream)" "" ""
+    row "multi-user.target reached" "$(med multiuser forky-ours)" "$(med multiuser forky-upstream)" "" ""
+    row "initrd size (bytes, zstd)" "$(stat -c %s "$BOOT/initrd-ours.img")" "$(stat -c %s "$BOOT/initrd-upstream.img")" "" ""
+fi
 echo
 echo "per boot:"
 for k in "${!vals[@]}"; do printf '  %-28s %s\n' "$k" "$(printf '%s' "${vals[$k]}" | tr '\n' ' ')"; done | sort
