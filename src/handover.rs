@@ -28,11 +28,11 @@ use crate::class::{Class, Hierarchy};
 use crate::cmdline::Policy;
 use crate::discover::Origin;
 use crate::mutable::{Layout, Source};
-use crate::plan::{Outcome, Plan};
+use crate::plan::{Action, Decision, Outcome, Plan};
 use crate::report::TARGET;
 use crate::sys::fs::{open_dir_in_root, open_in_root, read_limited};
-use crate::verify::hex;
 use crate::verify::x509::TrustedCert;
+use crate::verify::{hex, Kind};
 
 /// Where systemd keeps systemd-sysext, inside the root.
 const SYSEXT_BINARIES: [&str; 2] = ["usr/bin/systemd-sysext", "usr/lib/systemd/systemd-sysext"];
@@ -132,6 +132,9 @@ pub struct ClassState {
     pub merged: Vec<(String, (u32, u32))>,
     /// Every image found, one canonical line each (see `seen_line`), sorted.
     pub seen: Vec<String>,
+    /// The `seen` lines of the DDIs the policy admitted: their verdict depends on the file alone,
+    /// so the booted side takes it as it is while the file is unchanged.
+    pub admitted: Vec<String>,
 }
 
 /// What the initrd decided, for the booted side.
@@ -191,6 +194,9 @@ impl State {
             for line in &c.seen {
                 out.push_str(&format!("image {line}\n"));
             }
+            for line in &c.admitted {
+                out.push_str(&format!("admitted {line}\n"));
+            }
         }
         out
     }
@@ -234,6 +240,7 @@ impl State {
                     mode: None,
                     merged: Vec::new(),
                     seen: Vec::new(),
+                    admitted: Vec::new(),
                 }),
                 _ => {
                     let c = state.classes.last_mut()?;
@@ -248,6 +255,7 @@ impl State {
                             c.merged.push((h.to_string(), crate::state::parse_dev(dev)?));
                         }
                         "image" => c.seen.push(value.to_string()),
+                        "admitted" => c.admitted.push(value.to_string()),
                         _ => return None,
                     }
                 }
@@ -463,9 +471,18 @@ fn class_state(root: BorrowedFd, systemd: Systemd, pass: &Pass) -> ClassState {
             Some((h.path().to_string(), m.dev))
         })
         .collect();
+    let line = |d: &Decision| d.origin.as_ref().filter(|o| o.file.is_ok()).map(|o| seen_line(&d.name, o));
     let mut seen: Vec<String> =
         plan.images.iter().filter_map(|d| d.origin.as_ref().map(|o| seen_line(&d.name, o))).collect();
     seen.sort();
+    // A merge decision means the policy admitted it; an unidentified file is never taken as known.
+    let mut admitted: Vec<String> = plan
+        .images
+        .iter()
+        .filter(|d| d.kind == Some(Kind::Ddi) && matches!(d.action, Action::Merge))
+        .filter_map(line)
+        .collect();
+    admitted.sort();
     // A failure (not a rule) here, e.g. no dm-verity in the initrd, or a hierarchy the initrd
     // left to the booted system: it may do better.
     let complete = !pass.outcomes.iter().any(|(_, o)| matches!(o, Outcome::Failed { .. }))
@@ -473,7 +490,7 @@ fn class_state(root: BorrowedFd, systemd: Systemd, pass: &Pass) -> ClassState {
         && !plan.hierarchies.iter().any(|h| h.skipped.is_some());
     let layout = plan.hierarchy(Hierarchy::Etc).and_then(|h| h.layout.as_ref());
     let mode = layout.map(|l| (l.choice.mode.to_string(), mode_argument(systemd, Some(l)).is_some()));
-    ClassState { class: plan.class, complete, mode, merged, seen }
+    ClassState { class: plan.class, complete, mode, merged, seen, admitted }
 }
 
 /// Hand over after the merge decisions. Failures are logged and never stop boot: without these
@@ -692,6 +709,7 @@ mod tests {
                     mode: None,
                     merged: vec![("/usr".into(), (0, 49))],
                     seen: vec![line.clone()],
+                    admitted: vec![line.clone()],
                 },
                 ClassState {
                     class: Class::Confext,
@@ -699,6 +717,7 @@ mod tests {
                     mode: Some(("auto".into(), true)),
                     merged: vec![("/etc".into(), (0, 50))],
                     seen: vec![line],
+                    admitted: vec![],
                 },
             ],
         };

@@ -20,7 +20,7 @@ use crate::pipeline;
 use crate::plan;
 use crate::sys::fs::open_dir_in_root;
 use crate::verify::x509::TrustedCert;
-use crate::verify::{certificates, Kind, Trust};
+use crate::verify::{certificates, evidence, Kind, Trust};
 
 /// What systemd-sysext.service should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,17 +46,29 @@ fn admitted(root: &OwnedFd, f: &Found, class: Class, policy: Policy, trusted: &[
     plan::admit(policy, &trust).map(|_| ())
 }
 
+/// A DDI the initrd admitted and still the same file: its verdict stands without checking its
+/// signature again (seconds under emulation). Its sidecars are looked up as the full check does:
+/// a broken one refuses any image.
+fn still_admitted(root: &OwnedFd, f: &Found, admitted: &[String]) -> bool {
+    f.origin.as_ref().is_some_and(|o| o.file.is_ok() && admitted.contains(&handover::seen_line(&f.name, o)))
+        && evidence::sidecars(root.as_fd(), &f.path, f.target.as_deref()).is_ok()
+}
+
 /// Images present now that the policy refuses, as "NAME (PATH): reason; what systemd would do".
 fn refused(root: &OwnedFd, found: &[Found], class: Class, state: &State, run: &str, root_path: &str) -> Vec<String> {
+    let known = state.class(class).map_or(&[][..], |c| c.admitted.as_slice());
+    let pending: Vec<&Found> = found.iter().filter(|f| f.origin.is_some() && !still_admitted(root, f, known)).collect();
+    if pending.is_empty() {
+        return Vec::new();
+    }
     let mut notes = Vec::new();
     let certs = format!("{}/verity.d", run.trim_end_matches('/'));
     let trusted = certificates::load(&[certs], root.as_fd(), root_path, &mut notes).trusted;
     // systemd applies an image policy to image files only, never to directories.
     let enforced = state.systemd.config_policy || state.systemd.policy_option;
     let tool = class.tool();
-    found
-        .iter()
-        .filter(|f| f.origin.is_some())
+    pending
+        .into_iter()
         .filter_map(|f| {
             let e = admitted(root, f, class, state.policy, &trusted).err()?;
             let would = match f.object {
@@ -181,6 +193,55 @@ pub fn check(root_path: &str, run: &str, class: Class) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handover::{seen_line, Systemd};
+
+    /// A root with one file that is no image at all, and the initrd's state for it under policy
+    /// signed: admitted as a DDI, or only seen. The booted systemd skips an unchanged refresh
+    /// itself, so the only question left is whether the policy refuses the file.
+    fn verdict_for_garbage(dir: &std::path::Path, admitted: bool, touch: bool) -> Verdict {
+        let (root, run) = (dir.join("root"), dir.join("run"));
+        std::fs::create_dir_all(root.join("var/lib/extensions")).unwrap();
+        std::fs::create_dir_all(run.join("initrd-sysext")).unwrap();
+        let image = root.join("var/lib/extensions/x.raw");
+        std::fs::write(&image, b"no image").unwrap();
+        let fd = pipeline::open_root(root.to_str().unwrap()).unwrap();
+        let found = discover::discover(fd.as_fd(), Class::Sysext, &mut Vec::new());
+        let line = seen_line(&found[0].name, found[0].origin.as_ref().unwrap());
+        let class = ClassState {
+            class: Class::Sysext,
+            complete: true,
+            mode: None,
+            merged: vec![],
+            seen: vec![line.clone()],
+            admitted: if admitted { vec![line] } else { vec![] },
+        };
+        let systemd = Systemd { refresh_skip: true, ..Systemd::default() };
+        let state = State { systemd, policy: Policy::Signed, classes: vec![class] };
+        std::fs::write(run.join(handover::STATE), state.to_text()).unwrap();
+        if touch {
+            std::fs::File::options()
+                .write(true)
+                .open(&image)
+                .unwrap()
+                .set_modified(std::time::SystemTime::UNIX_EPOCH)
+                .unwrap();
+        }
+        check(root.to_str().unwrap(), run.to_str().unwrap(), Class::Sysext)
+    }
+
+    #[test]
+    fn an_unchanged_admitted_image_is_not_examined_again() {
+        let dir = std::env::temp_dir().join(format!("initrd-sysext-refresh-{}", std::process::id()));
+        let refused =
+            |v: &Verdict| matches!(v, Verdict::Leave(why) if why.contains("refuses x (/var/lib/extensions/x.raw): "));
+        // Examined: not an image, refused whatever the initrd thought of it once it changed.
+        assert!(refused(&verdict_for_garbage(&dir.join("seen"), false, false)));
+        assert!(refused(&verdict_for_garbage(&dir.join("touched"), true, true)));
+        // The initrd's verdict, for the very same file, stands.
+        let v = verdict_for_garbage(&dir.join("same"), true, false);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(v, Verdict::Refresh("systemd-sysext compares the merge with the images itself".into()));
+    }
 
     #[test]
     fn differences_are_named() {
