@@ -475,11 +475,12 @@ fn class_state(root: BorrowedFd, systemd: Systemd, pass: &Pass) -> ClassState {
     let mut seen: Vec<String> =
         plan.images.iter().filter_map(|d| d.origin.as_ref().map(|o| seen_line(&d.name, o))).collect();
     seen.sort();
-    // A merge decision means the policy admitted it; an unidentified file is never taken as known.
+    // A merge decision, or a failure after the checks, means the policy admitted it; an
+    // unidentified file is never taken as known.
     let mut admitted: Vec<String> = plan
         .images
         .iter()
-        .filter(|d| d.kind == Some(Kind::Ddi) && matches!(d.action, Action::Merge))
+        .filter(|d| d.kind == Some(Kind::Ddi) && (matches!(d.action, Action::Merge) || d.failed))
         .filter_map(line)
         .collect();
     admitted.sort();
