@@ -234,7 +234,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("initrd-sysext-refresh-{}", std::process::id()));
         let refused =
             |v: &Verdict| matches!(v, Verdict::Leave(why) if why.contains("refuses x (/var/lib/extensions/x.raw): "));
-        // Examined: not an image, refused whatever the initrd thought of it once it changed.
+        // Not admitted by the initrd, or changed since: examined, and refused (it is no image).
         assert!(refused(&verdict_for_garbage(&dir.join("seen"), false, false)));
         assert!(refused(&verdict_for_garbage(&dir.join("touched"), true, true)));
         // The initrd's verdict, for the very same file, stands.
