@@ -33,6 +33,68 @@ impl log::Log for Stderr {
     fn flush(&self) {}
 }
 
+/// Lines in the kernel log, as `<PRI>initrd-sysext[PID]: text`, which the journal files under
+/// our name. The kernel rate-limits writes per open file of /dev/kmsg (10 records per 5 s unless
+/// `printk.devkmsg=on`; the state is made in `devkmsg_open`, as 5.10's and 7.1's printk.c show)
+/// and drops the excess with no error, so each record gets an open of its own: a boot with many
+/// images logs every decision. A write longer than the kernel's record limit is refused whole
+/// (976 bytes on 5.10 with caller IDs, 1024 on 7.1), so long lines go as several records.
+struct Kmsg;
+
+/// The longest write every supported kernel accepts, prefix and newline included.
+const KMSG_RECORD_MAX: usize = 976;
+
+impl Kmsg {
+    /// Appending: the kernel ignores the offset, a file standing in for /dev/kmsg (tests) keeps
+    /// every record.
+    fn open() -> std::io::Result<std::fs::File> {
+        std::fs::OpenOptions::new().append(true).open("/dev/kmsg")
+    }
+}
+
+impl log::Log for Kmsg {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        use std::io::Write;
+        // syslog levels, as the journal reads them: err, warning, notice.
+        let level = match r.level() {
+            log::Level::Error => 3,
+            log::Level::Warn => 4,
+            _ => 5,
+        };
+        let text = r.args().to_string();
+        for record in kmsg_records(level, std::process::id(), &text) {
+            // Nowhere left to report a lost line to but stderr.
+            if let Err(e) = Kmsg::open().and_then(|mut f| f.write_all(record.as_bytes())) {
+                eprintln!("{TARGET}: {text} (not in the kernel log: {e})");
+                return;
+            }
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// One line as /dev/kmsg records of at most `KMSG_RECORD_MAX` bytes, split at characters.
+fn kmsg_records(level: u8, pid: u32, text: &str) -> Vec<String> {
+    let prefix = format!("<{level}>{TARGET}[{pid}]: ");
+    let room = KMSG_RECORD_MAX - prefix.len() - 1;
+    let mut out = Vec::new();
+    let mut rest = text;
+    loop {
+        let mut end = rest.len().min(room);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.push(format!("{prefix}{}\n", &rest[..end]));
+        rest = &rest[end..];
+        if rest.is_empty() {
+            return out;
+        }
+    }
+}
+
 /// In the initrd (systemd's test: /etc/initrd-release exists) decisions go to kmsg; elsewhere to
 /// stderr. `INITRD_SYSEXT_LOG=kmsg|stderr` overrides.
 pub fn init_logging() {
@@ -41,9 +103,10 @@ pub fn init_logging() {
         Ok("stderr") => false,
         _ => std::path::Path::new("/etc/initrd-release").exists(),
     };
-    let logger: Box<dyn log::Log> = match kmsg.then(|| kernlog::KernelLog::with_level(log::LevelFilter::Info)) {
-        Some(Ok(k)) => Box::new(k),
-        _ => Box::new(Stderr { prefix: std::env::var_os("JOURNAL_STREAM").is_none() }),
+    let logger: Box<dyn log::Log> = if kmsg && Kmsg::open().is_ok() {
+        Box::new(Kmsg)
+    } else {
+        Box::new(Stderr { prefix: std::env::var_os("JOURNAL_STREAM").is_none() })
     };
     if log::set_boxed_logger(logger).is_ok() {
         log::set_max_level(log::LevelFilter::Info);
@@ -402,6 +465,18 @@ mod tests {
         assert_eq!(size(3 << 19), "1.5 MiB");
         assert_eq!(size(4096), "4 KiB");
         assert_eq!(size(12), "12 B");
+    }
+
+    #[test]
+    fn a_long_line_goes_to_the_kernel_log_in_records_it_accepts() {
+        assert_eq!(kmsg_records(5, 42, "merged a"), ["<5>initrd-sysext[42]: merged a\n"]);
+        // Multi-byte characters across the limit: split at a character, nothing lost.
+        let text = "é".repeat(1000);
+        let records = kmsg_records(4, 4_194_304, &text);
+        assert_eq!(records.len(), 3);
+        assert!(records.iter().all(|r| r.len() <= KMSG_RECORD_MAX && r.ends_with('\n')));
+        let back: String = records.iter().map(|r| r.trim_end_matches('\n').split_once("]: ").unwrap().1).collect();
+        assert_eq!(back, text);
     }
 
     #[test]

@@ -712,6 +712,35 @@ fn decisions_reach_the_kernel_log() {
     );
 }
 
+/// The kernel rate-limits writes to /dev/kmsg per open file (10 records per 5 s unless
+/// `printk.devkmsg=on`); a boot with many images logs more lines than that within a second, and
+/// every one of them must reach the kernel log.
+#[test]
+fn every_decision_reaches_the_kernel_log_past_its_rate_limit() {
+    let s = Scratch::new();
+    // Names no other run uses, so the lines we count are ours.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let tag = format!("kmsg{}x{}", std::process::id(), now.as_nanos());
+    for i in 1..=30 {
+        let name = format!("{tag}-{i:02}");
+        s.tree(
+            &format!("../sysroot/var/lib/extensions/{name}"),
+            &[
+                (&format!("usr/lib/extension-release.d/extension-release.{name}"), GOOD),
+                (&format!("usr/bin/{name}"), "x"),
+            ],
+        );
+    }
+    let out = s.sh_env(
+        &format!(
+            "\"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\"; echo rc=$?\n\
+             dmesg | grep -cE 'initrd-sysext\\[[0-9]+\\]: merged {tag}-[0-9]{{2}} from '"
+        ),
+        &[("INITRD_SYSEXT_LOG", "kmsg")],
+    );
+    assert!(out.stdout.contains("rc=0\n30\n"), "{}", out.all());
+}
+
 /// Issue 10, item 6: a fifo planted at `.systemd-sysext/dev` (or `extensions`) of a mounted
 /// hierarchy must not hang `status` or `merge` until the unit's timeout. It is not a merge.
 #[test]
