@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build (once) a QEMU test guest and print its directory:
-#   tests-qemu/build-guest.sh [bookworm|trixie|forky]     (default: trixie)
-# The directory holds vmlinuz, root.img (ext4) and initrd-VARIANT.img, one
-# per initrd variant of that suite (below), built by the guest's own dracut:
+#   tests-qemu/build-guest.sh [bookworm|trixie|forky|trixie-itools]  (default: trixie)
+# The activator is installed from its Debian package (pkg/deb/build.sh, made
+# from the binary under test) with dpkg -i inside the guest root. The
+# directory holds vmlinuz, root.img (ext4) and initrd-VARIANT.img, one per
+# initrd variant of that suite (below), built by the guest's own dracut:
 #   ours     our dracut module (every suite)
 #   plain    no merge in the initrd (trixie: the after-boot baselines)
 #   sysroot  a test module running systemd-sysext --root=/sysroot merge (trixie)
@@ -12,6 +14,11 @@
 #   both     ours and dracut's systemd-sysext module together (forky)
 # Forky's initrds also carry a test provisioning unit (its-provision), which
 # acts only for scenarios that leave images in /var/lib/its/provision.
+# The package makes dracut add our module to every initrd, so variants without
+# it omit it. trixie-itools is the trixie guest with initramfs-tools instead of
+# dracut (pkg/deb/initramfs-tools-root.sh): its "ours" is the initramfs the
+# package's update-initramfs trigger built, "signed" one rebuilt with the
+# certificate in /etc/verity.d.
 # and kernels/SUITE/{vmlinuz,kver,modules,initrd-ours.img} for each other
 # suite's kernel the guest boots (trixie: bullseye, bookworm, forky). Their
 # modules stay out of root.img; lib.sh copies them in for a scenario that
@@ -35,17 +42,25 @@ case $suite in
 trixie) variants=(plain: sysroot:its-sysroot-merge) kernels=(bullseye bookworm forky) ;;
 bookworm) ;;
 forky) ours="initrd-sysext its-provision" variants=("upstream:systemd-sysext its-provision") ;;
-*) echo "build-guest: unknown suite: $suite (bookworm, trixie or forky)" >&2 && exit 2 ;;
+trixie-itools) ;;
+*) echo "build-guest: unknown suite: $suite (bookworm, trixie, forky or trixie-itools)" >&2 && exit 2 ;;
 esac
 
-base=$(bash "$repo/guest/base.sh" "$suite")
+if [[ $suite == trixie-itools ]]; then
+    base=$(bash "$repo/pkg/deb/initramfs-tools-root.sh")
+else
+    base=$(bash "$repo/guest/base.sh" "$suite")
+fi
 binsum=none
 [[ -x $bin ]] && binsum=$(sha256sum <"$bin")
+# The package's inputs, not the .deb's bytes: its changelog date moves with
+# every commit.
 key=$({
     echo "$suite $base $binsum"
     [[ -z $crt ]] || cat "$crt"
     cat "${BASH_SOURCE[0]}" "$here/kernel.sh"
-    find "$here/guest" "$repo/dracut" -type f -print0 | sort -z | xargs -0 cat
+    find "$here/guest" "$repo/dracut" "$repo/initramfs-tools" "$repo/pkg/install.sh" "$repo/pkg/deb/build.sh" \
+        "$repo/pkg/deb/control.in" "$repo/pkg/deb/triggers" -type f -print0 | sort -z | xargs -0 cat
 } | sha256sum | cut -c1-16)
 out=$cache/guest-$suite-$key
 
@@ -99,12 +114,26 @@ if [[ $suite == forky ]]; then
     apt_install "$tree" systemd-cryptsetup >&2
 fi
 
-# Our binary and dracut module, installed as a package would install them.
-install_activator() {
-    DESTDIR=$tree PREFIX=/usr bash "$repo/dracut/install.sh" "$bin"
+# in_tree CMD...: run CMD chrooted in the guest tree with /dev, /proc and /sys;
+# a private mount namespace drops them on exit.
+in_tree() {
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    unshare --mount --propagation private bash -euc '
+        mount --rbind /dev "$1/dev"; mount -t proc proc "$1/proc"; mount -t sysfs sys "$1/sys"
+        exec chroot "$@"' _ "$tree" "$@" >&2
 }
+
+# The activator from its package, as an admin installs it. On dracut guests
+# INITRD=No keeps the update-initramfs trigger from building an initrd nobody
+# boots (the variants below are built explicitly); on trixie-itools the trigger
+# builds the initramfs that is booted.
 if [[ $binsum != none ]]; then
-    install_activator
+    deb=$(bash "$repo/pkg/deb/build.sh" "$bin" "$tmp/deb" 2>/dev/null | tail -n1)
+    cp "$deb" "$tree/tmp/"
+    no_initrd=(env INITRD=No)
+    [[ $suite != trixie-itools ]] || no_initrd=()
+    in_tree "${no_initrd[@]}" dpkg -i "/tmp/${deb##*/}"
+    rm "$tree/tmp/${deb##*/}"
     variants+=("ours:$ours")
     [[ $suite != forky ]] || variants+=("both:$ours systemd-sysext")
 else
@@ -116,25 +145,26 @@ fi
 # namespace drops the bind mounts on exit. Under TCG every module and udev
 # rule costs: take only the virtio disk driver and its PCI transport (a module
 # before 6.12; the dracut modules add their own) and drop what a VM on plain
-# disks never uses.
+# disks never uses. A variant whose modules do not name initrd-sysext omits it.
+# trixie-itools: the initramfs update-initramfs made (the package's trigger),
+# or, for "signed", a new one.
 initrds() {
-    local kver=$1 dir=$2 v
+    local kver=$1 dir=$2 v add
     shift 2
-    # shellcheck disable=SC2016 # expanded by the inner shell
-    unshare --mount --propagation private bash -euc '
-        tree=$1 kver=$2; shift 2
-        mount --rbind /dev "$tree/dev"
-        mount -t proc proc "$tree/proc"
-        mount -t sysfs sys "$tree/sys"
-        for v in "$@"; do
-            add=(); [[ -n ${v#*:} ]] && add=(--add "${v#*:}")
-            chroot "$tree" dracut --quiet --force --no-hostonly --no-hostonly-cmdline \
-                --compress zstd --drivers "virtio_blk virtio_pci" "${add[@]}" \
-                --omit "nvdimm overlay-root resume lunmask hwdb virtfs virtiofs qemu" \
-                --omit "systemd-pcrphase systemd-battery-check terminfo" --kver "$kver" "/boot/its-${v%%:*}.img"
-        done' _ "$tree" "$kver" "$@" >&2
     mkdir -p "$dir"
     for v in "$@"; do
+        if [[ $suite == trixie-itools ]]; then
+            [[ $v == ours:* ]] || in_tree update-initramfs -u -k "$kver"
+            cp "$tree/boot/initrd.img-$kver" "$dir/initrd-${v%%:*}.img"
+            continue
+        fi
+        add=()
+        [[ " ${v#*:} " == *" initrd-sysext "* ]] || add=(--omit initrd-sysext)
+        [[ -z ${v#*:} ]] || add+=(--add "${v#*:}")
+        in_tree dracut --quiet --force --no-hostonly --no-hostonly-cmdline \
+            --compress zstd --drivers "virtio_blk virtio_pci" "${add[@]}" \
+            --omit "nvdimm overlay-root resume lunmask hwdb virtfs virtiofs qemu" \
+            --omit "systemd-pcrphase systemd-battery-check terminfo" --kver "$kver" "/boot/its-${v%%:*}.img"
         mv "$tree/boot/its-${v%%:*}.img" "$dir/initrd-${v%%:*}.img"
     done
 }

@@ -69,8 +69,8 @@ its_guest() {
     local suite=${1:-trixie} crt='' t0=$SECONDS
     if [[ -z ${its_guests[$suite]:-} ]]; then
         its_keys
-        # The test certificate goes into trixie's signed initrd only.
-        [[ $suite == trixie ]] && crt=$KEYS/trusted.crt
+        # The test certificate goes into trixie's signed initrds only.
+        [[ $suite == trixie* ]] && crt=$KEYS/trusted.crt
         its_guests[$suite]=$(ITS_TRUSTED_CRT=$crt bash "$here/build-guest.sh" "$suite" \
             2>"$its_tmp/build-guest-$suite.log" | tail -n1) || {
             cat "$its_tmp/build-guest-$suite.log" >&2; return 1; }
@@ -98,6 +98,7 @@ its_podman() {
     if [[ -z ${its_podmans[$suite]:-} ]]; then
         case $suite in
         trixie) raw=${ITS_PODMAN_RAW:-} ;;
+        trixie-itools) its_podman trixie && raw=${its_podmans[trixie]} ;;
         forky) raw=${ITS_PODMAN_RAW_FORKY:-} args=(--target debian-forky --out "$cache/out/podman-forky") ;;
         *) return 0 ;;
         esac

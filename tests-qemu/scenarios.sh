@@ -3,7 +3,8 @@
 #   S_INITRD[NAME]   initrd variant: ours | plain | sysroot | signed (ours
 #                    with the test certificate in /etc/verity.d)
 #   S_CMDLINE[NAME]  extra kernel arguments
-#   S_GUEST[NAME]    guest suite: bookworm | trixie (default) | forky
+#   S_GUEST[NAME]    guest suite: bookworm | trixie (default) | forky |
+#                    trixie-itools (initramfs-tools instead of dracut)
 #   S_KERNEL[NAME]   another suite's kernel on that guest: bullseye |
 #                    bookworm | forky (default: the guest's own)
 #   prep_NAME MNT DIR  adds files to the mounted guest root
