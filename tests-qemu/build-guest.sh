@@ -125,8 +125,9 @@ in_tree() {
 
 # The activator from its package, as an admin installs it. On dracut guests
 # INITRD=No keeps the update-initramfs trigger from building an initrd nobody
-# boots (the variants below are built explicitly); on trixie-itools the trigger
-# builds the initramfs that is booted.
+# boots (the variants below are built explicitly; forky's dracut 112 builds
+# one anyway, removed below); on trixie-itools the trigger builds the
+# initramfs that is booted.
 if [[ $binsum != none ]]; then
     deb=$(bash "$repo/pkg/deb/build.sh" "$bin" "$tmp/deb" 2>/dev/null | tail -n1)
     cp "$deb" "$tree/tmp/"
