@@ -254,8 +254,9 @@ refresh_kept_merge() {
 # collector (whose scenario.sh may unmerge and merge, and reload, on purpose).
 no_boot_reload() {
     local s c reloads
-    s=$(grep -m1 'Switching root' "$res/journal" 2>/dev/null | sed -E 's/^\[ *([0-9.]+)\].*/\1/')
-    c=$(grep -m1 'ITS-COLLECT-BEGIN' "$res/journal" 2>/dev/null | sed -E 's/^\[ *([0-9.]+)\].*/\1/')
+    # No `Switching root` in an initrd without systemd: then from the start.
+    s=$(grep -m1 'Switching root' "$res/journal" 2>/dev/null | sed -E 's/^\[ *([0-9.]+)\].*/\1/') || true
+    c=$(grep -m1 'ITS-COLLECT-BEGIN' "$res/journal" 2>/dev/null | sed -E 's/^\[ *([0-9.]+)\].*/\1/') || true
     reloads=$(awk -v s="${s:-0}" -v c="${c:-1e9}" '/Reloading\.\.\./ {
         t = $1 $2; gsub(/[][]/, "", t); if (t + 0 > s + 0 && t + 0 < c + 0) print }' "$res/pid1")
     if [[ -z $reloads ]]; then
