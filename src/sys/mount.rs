@@ -376,34 +376,23 @@ pub struct Flags {
 }
 
 impl Flags {
+    /// Each flag in both APIs' terms; nodev is always on (systemd's overlays are nodev).
+    fn table(self) -> [(bool, MountAttrFlags, MountFlags); 5] {
+        [
+            (true, MountAttrFlags::MOUNT_ATTR_NODEV, MountFlags::NODEV),
+            (self.read_only, MountAttrFlags::MOUNT_ATTR_RDONLY, MountFlags::RDONLY),
+            (self.nosuid, MountAttrFlags::MOUNT_ATTR_NOSUID, MountFlags::NOSUID),
+            (self.noexec, MountAttrFlags::MOUNT_ATTR_NOEXEC, MountFlags::NOEXEC),
+            (self.noatime, MountAttrFlags::MOUNT_ATTR_NOATIME, MountFlags::NOATIME),
+        ]
+    }
+
     fn attrs(self) -> MountAttrFlags {
-        let mut a = MountAttrFlags::MOUNT_ATTR_NODEV;
-        for (on, flag) in [
-            (self.read_only, MountAttrFlags::MOUNT_ATTR_RDONLY),
-            (self.nosuid, MountAttrFlags::MOUNT_ATTR_NOSUID),
-            (self.noexec, MountAttrFlags::MOUNT_ATTR_NOEXEC),
-            (self.noatime, MountAttrFlags::MOUNT_ATTR_NOATIME),
-        ] {
-            if on {
-                a |= flag;
-            }
-        }
-        a
+        self.table().into_iter().filter(|t| t.0).fold(MountAttrFlags::empty(), |a, t| a | t.1)
     }
 
     fn mount_flags(self) -> MountFlags {
-        let mut f = MountFlags::NODEV;
-        for (on, flag) in [
-            (self.read_only, MountFlags::RDONLY),
-            (self.nosuid, MountFlags::NOSUID),
-            (self.noexec, MountFlags::NOEXEC),
-            (self.noatime, MountFlags::NOATIME),
-        ] {
-            if on {
-                f |= flag;
-            }
-        }
-        f
+        self.table().into_iter().filter(|t| t.0).fold(MountFlags::empty(), |f, t| f | t.2)
     }
 }
 
