@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Boot-time figures from the guests' journals (printed, never asserted):
 #   tests-qemu/bench.sh [-n BOOTS] [--svg-dir DIR] [trixie] [forky]
+# ITS_OUT=DIR keeps each scenario's last boot in DIR/NAME/res.
 # trixie: scenarios 1 (ours), 8 (systemd-sysext --root=/sysroot in the
 # initrd) and 7 (systemd-sysext + daemon-reload after boot). forky (systemd
 # 262, dracut 112): ours against upstream's systemd-sysext-sysroot.service
@@ -33,7 +34,7 @@ done
 its_accel && its_podman trixie && its_podman_meta
 for name in "${bench[@]}"; do
     its_select "${S_GUEST[$name]:-trixie}" && its_podman "$ITS_SUITE"
-    its_image "$its_tmp/$name" "prep_${name//-/_}"
+    its_image "${ITS_OUT:-$its_tmp}/$name" "prep_${name//-/_}"
 done
 # The initrd merge unit each scenario runs (none: merged after boot).
 declare -A unit=([first-boot]=initrd-sysext.service [forky-ours]=initrd-sysext.service
@@ -42,18 +43,38 @@ declare -A unit=([first-boot]=initrd-sysext.service [forky-ours]=initrd-sysext.s
 # mono FILE ERE: the journal timestamp of the first line matching ERE.
 mono() { grep -E -m1 -- "$2" "$1" 2>/dev/null | sed -E 's/^\[ *([0-9]+\.[0-9]{3}).*/\1/'; }
 sub() { [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
+# times FILE UNIT A B: A - B in seconds, from `systemctl show` blocks of
+# *TimestampMonotonic (microseconds) properties. A oneshot unit without
+# RemainAfterExit= (ours) never enters "active": its activation ends when it
+# enters "inactive" again.
+times() {
+    [[ -n $2 && -s $1 ]] && awk -v u="$2" -v a="$3" -v b="$4" -F= '
+        /^Id=/ { id = $2 }
+        id == u { t[$1] = $2 }
+        END {
+            x = t[a "TimestampMonotonic"]; y = t[b "TimestampMonotonic"]
+            if (a == "ActiveEnter" && !(x > 0)) x = t["InactiveEnterTimestampMonotonic"]
+            if (x > 0 && y > 0) printf "%.3f", (x - y) / 1e6
+        }' "$1"
+}
 declare -A vals # "metric scenario" -> values, one per line
 add() { [[ -n $3 ]] && vals["$1 $2"]+="$3"$'\n'; return 0; }
 
 mkdir -p "$svgdir"
 for round in $(seq "$boots"); do
     for name in "${bench[@]}"; do
-        dir=$its_tmp/$name res=$its_tmp/$name/res j=$its_tmp/$name/res/journal u=${unit[$name]:-}
+        dir=${ITS_OUT:-$its_tmp}/$name u=${unit[$name]:-}
+        res=$dir/res j=$dir/res/journal
         its_select "${S_GUEST[$name]:-trixie}"
         log "round $round/$boots: $name"
         # its.checks: skip the slow podman runs; only the plot is wanted.
         its_boot "$dir" "${S_INITRD[$name]}" "${S_CMDLINE[$name]:-} its.checks=plot" || { log "  boot failed"; continue; }
         [[ -z $u ]] || add act "$name" "$(sub "$(mono "$j" "Finished $u")" "$(mono "$j" "Starting $u")")"
+        # PID 1's own timestamps of the unit (guest/91its-provision): activation
+        # (the plot's bar) and the process's life, fork to exit.
+        add exact "$name" "$(times "$res/initrd-times" "$u" ActiveEnter InactiveExit)"
+        add process "$name" "$(times "$res/initrd-times" "$u" ExecMainExit ExecMainStart)"
+        add true "$name" "$(times "$res/initrd-times" its-true.service ActiveEnter InactiveExit)"
         add self "$name" "$(sed -nE 's/.*initrd-sysext\[[0-9]+\]: done in ([0-9]+) ms.*/\1/p' "$j" |
             awk '{ printf "%.3f", $1 / 1000 }')"
         add unit "$name" "$(awk -F= '/^ExecMainStartTimestampMonotonic=[1-9]/ { printf "%.3f", $2 / 1e6 }' "$res/hello-show")"
@@ -92,6 +113,10 @@ if [[ " ${sets[*]} " == *" forky "* ]]; then
     row "" "ours" "upstream" "" "ratio"
     ao=$(med act forky-ours) au=$(med act forky-upstream) so=$(med self forky-ours)
     row "merge unit in the initrd (Starting->Finished)" "$ao" "$au" "" "ours/upstream = $(ratio "$ao" "$au")"
+    eo=$(med exact forky-ours) eu=$(med exact forky-upstream)
+    row "  the same, PID 1's timestamps (activating->active)" "$eo" "$eu" "" "ours/upstream = $(ratio "$eo" "$eu")"
+    row "  its process, fork to exit" "$(med process forky-ours)" "$(med process forky-upstream)" "" ""
+    row "a oneshot unit running /usr/bin/true, same boots" "$(med true forky-ours)" "$(med true forky-upstream)" "" ""
     row "  ours, as the binary reports it ('done in')" "$so" "-" "" "ours/upstream = $(ratio "$so" "$au")"
     row "switch-root (initrd done)" "$(med userspace forky-ours)" "$(med userspace forky-upstream)" "" ""
     row "quadlet unit started" "$(med unit forky-ours)" "$(med unit forky-upstream)" "" ""

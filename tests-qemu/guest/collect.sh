@@ -40,6 +40,7 @@ rec many sh -c 'ls /usr/share/its-many 2>/dev/null | wc -l'
 rec udev udevadm info /dev/disk/by-id/virtio-results
 rec udev-link readlink -f /dev/its-udev-extension
 cp /run/initrd-sysext/report.json "$out/" 2>/dev/null
+cp /run/its-initrd-times "$out/initrd-times" 2>/dev/null
 # Device-mapper devices (verity images): name, what backs them, and which
 # block devices carry a mounted erofs (the layers live in a private mount
 # namespace, so mountinfo does not show them). dm_verity's refcnt counts

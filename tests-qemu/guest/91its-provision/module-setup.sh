@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2154 # initdir, moddir, systemdsystemunitdir... are set by dracut
-# Test-only dracut module: a provisioning step like Ignition's files stage.
+# Test-only dracut module: a provisioning step like Ignition's files stage, and
+# for bench.sh a record of the merge units' timestamps and a unit that runs
+# /bin/true, to compare them with.
 check() { return 255; }
 depends() { echo systemd; }
 install() {
-    inst_multiple sh mkdir ln
+    inst_multiple sh mkdir ln systemctl true
     inst_simple "$moddir/its-provision.sh" /usr/bin/its-provision
-    inst_simple "$moddir/its-provision.service" "$systemdsystemunitdir/its-provision.service"
-    $SYSTEMCTL -q --root "$initdir" enable its-provision.service
+    local u
+    for u in its-provision.service its-initrd-times.service its-true.service; do
+        inst_simple "$moddir/$u" "$systemdsystemunitdir/$u"
+        $SYSTEMCTL -q --root "$initdir" enable "$u"
+    done
 }
