@@ -53,6 +53,7 @@ pub mod version;
 // Glue and plumbing.
 pub mod error;
 pub mod json;
+pub mod parallel;
 pub mod pipeline;
 pub mod state;
 pub mod sys;

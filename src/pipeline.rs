@@ -19,6 +19,7 @@ use crate::error::{Context as _, Result};
 use crate::etc;
 use crate::handover::{self, Systemd};
 use crate::inspect;
+use crate::parallel::{self, Later};
 use crate::plan::{self, Hierarchy, HierarchyState, ImageInput, Inputs, Outcome, Plan};
 use crate::release;
 use crate::report;
@@ -52,8 +53,9 @@ pub struct Shared {
     pub trusted: Vec<TrustedCert>,
     /// Certificate names masked in the initrd, for the booted system.
     pub masked: Vec<String>,
-    /// What the root's systemd-sysext (and -confext) can do, and where it is.
-    pub systemd: (Systemd, Option<&'static str>),
+    /// What the root's systemd-sysext (and -confext) can do, and where it is: read from its
+    /// ~100 KB binary on a thread of its own while the images are looked at.
+    pub systemd: Later<(Systemd, Option<&'static str>)>,
     /// Lines for the log that belong to no class (the command line's, the certificates').
     pub notes: Vec<String>,
 }
@@ -113,32 +115,6 @@ fn target(root: &OwnedFd, h: Hierarchy) -> Result<Target> {
     Ok(Target { hierarchy: h, path, fd, state })
 }
 
-/// Run `job(0..n)` on a few threads, results in order. Opening an image is mostly waiting for
-/// its loop device to read a few blocks, so several at once overlap those waits. The threads
-/// are gone before staging changes our mount namespace.
-fn parallel<T: Send>(n: usize, job: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    // One image needs no thread, nor the cgroup files that tell how many CPUs there are.
-    if n <= 1 {
-        return (0..n).map(job).collect();
-    }
-    let workers = std::thread::available_parallelism().map_or(2, |p| p.get() * 2).min(8).min(n);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results = std::sync::Mutex::new((0..n).map(|_| None).collect::<Vec<Option<T>>>());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                let r = job(i);
-                results.lock().expect("no worker panics while holding the lock")[i] = Some(r);
-            });
-        }
-    });
-    results.into_inner().expect("workers finished").into_iter().map(|r| r.expect("every job ran")).collect()
-}
-
 /// Step 3: the kind of a found object, or why it is not an image.
 pub fn identify(object: &Object, size: u64) -> std::result::Result<Kind, String> {
     let fd = match object {
@@ -180,7 +156,10 @@ pub fn shared(opts: &Options) -> Result<Shared> {
         n => format!(", {n} unusable"),
     };
     log::info!(target: report::TARGET, "policy {}: {} trusted certificate(s){unusable}", policy.as_str(), certs.trusted.len());
-    let systemd = handover::detect(root.as_fd());
+    let systemd = match root.try_clone() {
+        Ok(fd) => Later::spawn(move || handover::detect(fd.as_fd())),
+        Err(_) => Later::ready(handover::detect(root.as_fd())),
+    };
     Ok(Shared { root, cmdline, faults, policy, trusted: certs.trusted, masked: certs.masked, systemd, notes })
 }
 
@@ -206,7 +185,7 @@ pub fn prepare(ctx: &Shared, opts: &Options, class: Class) -> Result<Prepared> {
     let (policy, trusted, faults) = (ctx.policy, &ctx.trusted, &ctx.faults);
     // Examine, then stage and inspect only what the policy admits: a refused image never
     // reaches the kernel's file system code.
-    let opened = parallel(found.len(), |i| {
+    let opened = parallel::map(found.len(), |i| {
         let (object, kind) = wanted(i)?;
         let f = &found[i];
         let (trust, source) = match object {
@@ -230,7 +209,7 @@ pub fn prepare(ctx: &Shared, opts: &Options, class: Class) -> Result<Prepared> {
     });
     // The mutable mode and /etc are looked at only when there is a confext to merge.
     let etc = (class == Class::Confext && opened.iter().any(Option::is_some)).then(|| {
-        etc::gather(root.as_fd(), &opts.run, opts.mutable.as_deref(), &ctx.cmdline, &ctx.systemd.0, &mut notes)
+        etc::gather(root.as_fd(), &opts.run, opts.mutable.as_deref(), &ctx.cmdline, &ctx.systemd.get().0, &mut notes)
     });
     let mut staged = HashMap::new();
     let mut images = Vec::new();
@@ -276,6 +255,8 @@ pub fn merge(opts: &Options) -> Result<bool> {
         if class == Class::ALL[0] {
             p.plan.notes.splice(0..0, ctx.notes.iter().cloned());
         }
+        // Every thread of ours is done before staging moves between mount namespaces.
+        ctx.systemd.get();
         let outcomes = apply::apply(&mut p.plan, &p.staged, ctx.root.as_fd(), &mut p.targets, &ctx.faults);
         let took = |name: &str| p.staged.get(name).map(|s| s.took);
         report::log_merge(&p.plan, &outcomes, &took);
@@ -297,7 +278,8 @@ pub fn merge(opts: &Options) -> Result<bool> {
         passes.iter().filter(|(p, _)| p.decided).map(|(p, o)| handover::Pass { plan: &p.plan, outcomes: o }).collect();
     if !decided.is_empty() {
         let certs = handover::Certs { trusted: &ctx.trusted, masked: &ctx.masked };
-        handover::hand_over(ctx.root.as_fd(), &opts.sysroot, &opts.run, ctx.systemd, ctx.policy, certs, &decided);
+        let systemd = *ctx.systemd.get();
+        handover::hand_over(ctx.root.as_fd(), &opts.sysroot, &opts.run, systemd, ctx.policy, certs, &decided);
     }
     Ok(!passes.iter().flat_map(|(_, o)| o).any(|(_, o)| matches!(o, Outcome::Failed { .. })))
 }
