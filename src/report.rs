@@ -14,10 +14,19 @@ use crate::plan::{Action, Decision, Hierarchy, HierarchyPlan, HierarchyState, Ou
 pub const TARGET: &str = "initrd-sysext";
 pub const DEFAULT_REPORT: &str = "/run/initrd-sysext/report.json";
 
-/// Lines on stderr, prefixed with our name unless the journal already names us (a unit's
-/// stderr, such as systemd-sysext.service's ExecCondition, says so in $JOURNAL_STREAM).
+/// Lines on stderr, prefixed with our name, or with their syslog level where stderr is the
+/// journal stream of a unit (which names us itself).
 struct Stderr {
-    prefix: bool,
+    journal: bool,
+}
+
+/// The syslog level of a record, as the journal reads it: err, warning, notice.
+fn syslog_level(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        _ => 5,
+    }
 }
 
 impl log::Log for Stderr {
@@ -27,7 +36,11 @@ impl log::Log for Stderr {
     // The line is formatted first: stderr is unbuffered, and formatting into it writes each
     // piece with a syscall of its own (a journal stream then sees fragments).
     fn log(&self, r: &log::Record) {
-        let line = if self.prefix { format!("{TARGET}: {}\n", r.args()) } else { format!("{}\n", r.args()) };
+        let line = if self.journal {
+            format!("<{}>{}\n", syslog_level(r.level()), r.args())
+        } else {
+            format!("{TARGET}: {}\n", r.args())
+        };
         eprint!("{line}");
     }
     fn flush(&self) {}
@@ -58,14 +71,8 @@ impl log::Log for Kmsg {
     }
     fn log(&self, r: &log::Record) {
         use std::io::Write;
-        // syslog levels, as the journal reads them: err, warning, notice.
-        let level = match r.level() {
-            log::Level::Error => 3,
-            log::Level::Warn => 4,
-            _ => 5,
-        };
         let text = r.args().to_string();
-        for record in kmsg_records(level, std::process::id(), &text) {
+        for record in kmsg_records(syslog_level(r.level()), std::process::id(), &text) {
             // Nowhere left to report a lost line to but stderr.
             if let Err(e) = Kmsg::open().and_then(|mut f| f.write_all(record.as_bytes())) {
                 eprintln!("{TARGET}: {text} (not in the kernel log: {e})");
@@ -95,19 +102,32 @@ fn kmsg_records(level: u8, pid: u32, text: &str) -> Vec<String> {
     }
 }
 
-/// In the initrd (systemd's test: /etc/initrd-release exists) decisions go to kmsg; elsewhere to
-/// stderr. `INITRD_SYSEXT_LOG=kmsg|stderr` overrides.
+/// Whether stderr is the journal stream systemd connected this unit to: $JOURNAL_STREAM names
+/// its device and inode (systemd.exec(5)).
+fn stderr_is_journal() -> bool {
+    let Some((dev, ino)) = std::env::var("JOURNAL_STREAM").ok().and_then(|v| {
+        let (dev, ino) = v.split_once(':')?;
+        Some((dev.parse::<u64>().ok()?, ino.parse::<u64>().ok()?))
+    }) else {
+        return false;
+    };
+    rustix::fs::fstat(std::io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
+}
+
+/// Where decisions go: a unit's journal stream as it is; else in the initrd (systemd's test:
+/// /etc/initrd-release exists), where nothing may read our stderr, the kernel log; else stderr.
+/// The journal before kmsg: a kmsg record is printed on the console as it is written, which on
+/// a 115200-baud serial console costs about 10 ms a line, and journald takes our lines into the
+/// same journal without that. `INITRD_SYSEXT_LOG=kmsg|stderr` overrides.
 pub fn init_logging() {
+    let journal = stderr_is_journal();
     let kmsg = match std::env::var("INITRD_SYSEXT_LOG").as_deref() {
         Ok("kmsg") => true,
         Ok("stderr") => false,
-        _ => std::path::Path::new("/etc/initrd-release").exists(),
+        _ => !journal && std::path::Path::new("/etc/initrd-release").exists(),
     };
-    let logger: Box<dyn log::Log> = if kmsg && Kmsg::open().is_ok() {
-        Box::new(Kmsg)
-    } else {
-        Box::new(Stderr { prefix: std::env::var_os("JOURNAL_STREAM").is_none() })
-    };
+    let logger: Box<dyn log::Log> =
+        if kmsg && Kmsg::open().is_ok() { Box::new(Kmsg) } else { Box::new(Stderr { journal }) };
     if log::set_boxed_logger(logger).is_ok() {
         log::set_max_level(log::LevelFilter::Info);
     }

@@ -712,6 +712,38 @@ fn decisions_reach_the_kernel_log() {
     );
 }
 
+/// In the initrd, a unit whose stderr is its journal stream (`$JOURNAL_STREAM` names the file)
+/// logs there, each line with its syslog level, and not to /dev/kmsg, whose every record the
+/// console prints; without that stream, the lines go to the kernel log.
+#[test]
+fn in_a_unit_decisions_go_to_its_journal_stream_else_to_the_kernel_log() {
+    let s = Scratch::new();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let name = format!("stream{}x{}", std::process::id(), now.as_nanos());
+    s.image(&name, GOOD);
+    let merge = "\"$B\" merge --sysroot \"$S\" --cmdline \"$C\" --report \"$R\"";
+    let out = s.sh_env(
+        &format!(
+            "mkdir \"$D/u\" \"$D/w\" && mount -t overlay etc -o \"lowerdir=/etc,upperdir=$D/u,workdir=$D/w\" /etc\n\
+             echo ID=test >/etc/initrd-release && : >\"$D/stream\"\n\
+             JOURNAL_STREAM=$(stat -c %d:%i \"$D/stream\") {merge} 2>>\"$D/stream\"\n\
+             \"$B\" unmerge --sysroot \"$S\" >/dev/null\n\
+             echo \"kmsg: $(dmesg | grep -cF ' merged {name} ')\"\n\
+             {merge} 2>>\"$D/stream\"\n\
+             echo \"kmsg: $(dmesg | grep -cF ' merged {name} ')\"\n\
+             cat \"$D/stream\""
+        ),
+        &[("INITRD_SYSEXT_LOG", "")],
+    );
+    assert!(out.stdout.starts_with("kmsg: 0\nkmsg: 1\n"), "{}", out.all());
+    assert_eq!(
+        out.stdout.matches(&format!("<5>merged {name} from /var/lib/extensions/{name}.raw")).count(),
+        1,
+        "{}",
+        out.all()
+    );
+}
+
 /// The kernel rate-limits writes to /dev/kmsg per open file (10 records per 5 s unless
 /// `printk.devkmsg=on`); a boot with many images logs more lines than that within a second, and
 /// every one of them must reach the kernel log.
