@@ -1,5 +1,5 @@
-//! A few threads for work that is mostly waiting: reading images and the base's directories
-//! from a cold disk. Under TCG, two vCPUs translate and wait side by side.
+//! A few threads for work that is mostly waiting for a cold disk: opening several images, reading
+//! the root's systemd-sysext binary while the images are looked at.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
