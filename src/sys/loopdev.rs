@@ -70,7 +70,8 @@ unsafe impl Ioctl for GetFree {
 /// device unless a mount still holds it.
 pub struct LoopDevice {
     pub path: String,
-    /// How many free devices it took: more than one when someone configured the first first.
+    /// How many free devices it was handed: more than one when another process configured the
+    /// first before we could.
     pub tries: usize,
     /// Holds the device until a mount does; autoclear frees it once neither does.
     _hold: OwnedFd,

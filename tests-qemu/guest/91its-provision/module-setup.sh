@@ -2,7 +2,7 @@
 # shellcheck disable=SC2154 # initdir, moddir, systemdsystemunitdir... are set by dracut
 # Test-only dracut module: a provisioning step like Ignition's files stage, and
 # for bench.sh a record of the merge units' timestamps and a unit that runs
-# /bin/true, to compare them with.
+# /usr/bin/true, to compare them with.
 check() { return 255; }
 depends() { echo systemd; }
 install() {
