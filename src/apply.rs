@@ -504,9 +504,20 @@ fn attach_all(
     attached
 }
 
+/// Take in the plan as the clash checks settled it, the first time only. Says whether it merges
+/// other images than the plan had, so that what was built for that one must go.
+fn settle_into(plan: &mut Plan, settle: &mut Option<impl FnOnce() -> Option<Plan>>) -> bool {
+    let Some(settled) = settle.take().and_then(|f| f()) else { return false };
+    let changed = !plan.same_merge(&settled);
+    *plan = settled;
+    changed
+}
+
 /// Build and attach until what is mounted and what each overlay's extension list says agree.
+#[allow(clippy::too_many_arguments)]
 fn apply_rounds(
     plan: &mut Plan,
+    settle: &mut Option<impl FnOnce() -> Option<Plan>>,
     staged: &HashMap<String, Staged>,
     root: BorrowedFd,
     targets: &mut [Target],
@@ -526,6 +537,12 @@ fn apply_rounds(
     loop {
         let mut builder = Builder { staging: &mut staging, staged, faults, api };
         let built = build_round(&mut builder, plan, targets, &root_path, outcomes);
+        // The clash checks ran while these were built. Nothing is attached yet: if they refused
+        // an image, build again without it.
+        if settle_into(plan, settle) {
+            outcomes.clear();
+            continue;
+        }
         staging.leave()?;
         let attached = attach_all(built, root, targets, faults, outcomes, metas);
         // Every overlay lists all merged names: one attached before another hierarchy failed may
@@ -604,18 +621,33 @@ fn make_upper(plan: &Plan, root: BorrowedFd, targets: &[Target]) -> Result<()> {
 }
 
 /// Apply the plan. Images that break an overlay are demoted in the plan with the reason; a
-/// hierarchy that fails as a whole is left untouched.
+/// hierarchy that fails as a whole is left untouched. `settle` gives the plan as the clash checks
+/// leave it, if they changed it; it is taken in before anything is attached.
 pub fn apply(
     plan: &mut Plan,
     staged: &HashMap<String, Staged>,
     root: BorrowedFd,
     targets: &mut [Target],
     faults: &Faults,
+    settle: impl FnOnce() -> Option<Plan>,
 ) -> Vec<(Hierarchy, Outcome)> {
+    let mut settle = Some(settle);
+    // A persistent upper is created only for the plan that stands.
+    let creates = |hp: &HierarchyPlan| matches!(hp.layout.as_ref().map(|l| &l.upper), Some(Upper::Persistent { .. }));
+    if plan.hierarchies.iter().any(creates) {
+        settle_into(plan, &mut settle);
+    }
     let mut outcomes: HashMap<Hierarchy, Outcome> = HashMap::new();
     let mut metas = HashMap::new();
-    let applied = make_upper(plan, root, targets)
-        .and_then(|()| apply_rounds(plan, staged, root, targets, faults, &mut outcomes, &mut metas));
+    // Nothing to build (no extensions of this class, the common case for confexts): no staging.
+    let applied = if plan.hierarchies.iter().any(|hp| !hp.layers.is_empty()) {
+        make_upper(plan, root, targets)
+            .and_then(|()| apply_rounds(plan, &mut settle, staged, root, targets, faults, &mut outcomes, &mut metas))
+    } else {
+        Ok(())
+    };
+    // Not taken in when no round was built: nothing is attached.
+    settle_into(plan, &mut settle);
     if let Err(e) = applied {
         for hp in plan.hierarchies.iter().filter(|hp| !hp.layers.is_empty()) {
             outcomes.entry(hp.hierarchy).or_insert_with(|| Outcome::Failed { reason: e.to_string() });

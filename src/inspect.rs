@@ -165,7 +165,7 @@ fn image_node(image: BorrowedFd, name: &str, kind: FileType, path: &str) -> Resu
 /// directories: below a path the base lacks, nothing can clash.
 fn walk(
     image: BorrowedFd,
-    entries: Entries,
+    entries: &[(String, FileType)],
     base: BorrowedFd,
     path: &str,
     depth: usize,
@@ -175,10 +175,11 @@ fn walk(
         return Ok(());
     }
     for (name, kind) in entries {
+        let kind = *kind;
         let Ok(theirs) = statat(base, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
         };
-        let (b, i) = (node(&theirs), image_node(image, &name, kind, path)?);
+        let (b, i) = (node(&theirs), image_node(image, name, kind, path)?);
         let child = format!("{path}/{name}");
         if conflicts(b, i) {
             out.push(Conflict { path: child, base: b, image: i });
@@ -191,7 +192,7 @@ fn walk(
             };
             let sub_entries =
                 list_dir_typed(sub_image.as_fd()).with_context(|| format!("listing {child} in the image"))?;
-            walk(sub_image.as_fd(), sub_entries, sub_base.as_fd(), &child, depth + 1, out)?;
+            walk(sub_image.as_fd(), &sub_entries, sub_base.as_fd(), &child, depth + 1, out)?;
         }
     }
     Ok(())
@@ -226,7 +227,38 @@ fn sensitive(image: ImageRoot, base: Option<BorrowedFd>) -> Result<Vec<(String, 
     Ok(out)
 }
 
-/// `bases` are the sysroot's hierarchy directories that exist, opened before any merge.
+/// The clash check of one image: its hierarchy directories against the base's. The longest part
+/// of the inspection, so it runs on a thread of its own from the moment the image is mounted,
+/// while the rest is inspected, the plan is made and the overlay is built. It owns its file
+/// descriptors.
+pub struct Walk {
+    root: OwnedFd,
+    role: Role,
+    class: Class,
+    bases: Vec<(Hierarchy, OwnedFd)>,
+}
+
+impl Walk {
+    pub fn new(image: ImageRoot, class: Class, bases: &[(Hierarchy, BorrowedFd)]) -> Result<Walk> {
+        let dup = |fd: BorrowedFd| fd.try_clone_to_owned().context("duplicating a file descriptor for the clash check");
+        let bases = bases.iter().map(|(h, fd)| Ok((*h, dup(*fd)?))).collect::<Result<_>>()?;
+        Ok(Walk { root: dup(image.fd)?, role: image.role, class, bases })
+    }
+
+    pub fn run(&self) -> Result<Vec<Conflict>> {
+        let image = ImageRoot { fd: self.root.as_fd(), role: self.role };
+        let mut clashes = Vec::new();
+        for (h, base) in self.bases.iter().filter(|(h, _)| self.class.hierarchies().contains(h)) {
+            if let Some((dir, entries)) = hierarchy_dir(image, *h)? {
+                walk(dir.as_fd(), &entries, base.as_fd(), h.path(), 0, &mut clashes)?;
+            }
+        }
+        Ok(clashes)
+    }
+}
+
+/// `bases` are the sysroot's hierarchy directories that exist, opened before any merge. The
+/// facts come without `conflicts`: a `Walk` finds those.
 pub fn inspect(image: ImageRoot, class: Class, name: &str, bases: &[(Hierarchy, BorrowedFd)]) -> Result<Facts> {
     let release_files = release_files(image, class, name)?;
     let has_os_release = match image.open("usr/lib/os-release", OFlags::PATH) {
@@ -235,14 +267,9 @@ pub fn inspect(image: ImageRoot, class: Class, name: &str, bases: &[(Hierarchy, 
         Err(e) => return Err(e).context("checking for usr/lib/os-release"),
     };
     let mut content = Vec::new();
-    let mut clashes = Vec::new();
     for &h in class.hierarchies() {
-        let Some((dir, entries)) = hierarchy_dir(image, h)? else {
-            continue;
-        };
-        content.push(h);
-        if let Some((_, base)) = bases.iter().find(|(b, _)| *b == h) {
-            walk(dir.as_fd(), entries, *base, h.path(), 0, &mut clashes)?;
+        if hierarchy_dir(image, h)?.is_some() {
+            content.push(h);
         }
     }
     let (sensitive, machine_id) = match class {
@@ -253,5 +280,5 @@ pub fn inspect(image: ImageRoot, class: Class, name: &str, bases: &[(Hierarchy, 
             (sensitive(image, base)?, id)
         }
     };
-    Ok(Facts { release_files, has_os_release, content, conflicts: clashes, sensitive, machine_id })
+    Ok(Facts { release_files, has_os_release, content, conflicts: Vec::new(), sensitive, machine_id })
 }

@@ -127,9 +127,8 @@ fn plan(opts: &Options) -> Result<()> {
     let shared = pipeline::shared(opts)?;
     let mut plans = Vec::new();
     for class in Class::ALL {
-        plans.push(pipeline::prepare(&shared, opts, class)?.plan);
+        plans.push(pipeline::prepare(&shared, opts, class)?.into_plan());
     }
-    plans[0].notes.splice(0..0, shared.notes.iter().cloned());
     if opts.json {
         let passes: Vec<_> = plans.iter().map(|p| (p, None)).collect();
         println!("{}", report::to_json(&opts.sysroot, &passes, None));

@@ -1,8 +1,8 @@
-//! A few threads for work that is mostly waiting for a cold disk: opening several images, reading
-//! the root's systemd-sysext binary while the images are looked at.
+//! A few threads, so that the slow reads of a cold disk overlap other work: opening several
+//! images, finding the sysexts, reading the root's systemd-sysext binary, the clash checks.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Run `job(0..n)` on a few threads, results in order. One job runs on the caller's thread: no
 /// thread, nor the cgroup files that tell how many CPUs there are.
@@ -50,6 +50,63 @@ impl<T: Send + 'static> Later<T> {
             job.join().expect("the job does not panic")
         })
     }
+
+    pub fn into_inner(self) -> T {
+        self.get();
+        self.value.into_inner().expect("got above")
+    }
+}
+
+/// Jobs not yet taken, and whether more may come; woken when either changes.
+type Queue<J> = (Mutex<(Vec<J>, bool)>, Condvar);
+
+/// Jobs run one after another on a thread of its own as they are handed over (`send`, from any
+/// thread), until `close`; `finish` gives what each came to, in the order they ran. A mutex and
+/// a condition variable: std's channels would add ~16 KB to the binary.
+pub struct Feed<J, T> {
+    queue: Arc<Queue<J>>,
+    results: Later<Vec<T>>,
+}
+
+impl<J: Send + 'static, T: Send + 'static> Feed<J, T> {
+    pub fn spawn(job: impl Fn(J) -> T + Send + 'static) -> Feed<J, T> {
+        let queue = Arc::new((Mutex::new((Vec::new(), false)), Condvar::new()));
+        let theirs = Arc::clone(&queue);
+        let results = Later::spawn(move || {
+            let (lock, ready) = &*theirs;
+            let mut out = Vec::new();
+            let mut state = lock.lock().expect("nobody panics holding it");
+            loop {
+                if !state.0.is_empty() {
+                    let jobs = std::mem::take(&mut state.0);
+                    drop(state);
+                    out.extend(jobs.into_iter().map(&job));
+                    state = lock.lock().expect("nobody panics holding it");
+                } else if state.1 {
+                    return out;
+                } else {
+                    state = ready.wait(state).expect("nobody panics holding it");
+                }
+            }
+        });
+        Feed { queue, results }
+    }
+
+    pub fn send(&self, job: J) {
+        self.queue.0.lock().expect("nobody panics holding it").0.push(job);
+        self.queue.1.notify_one();
+    }
+
+    /// No more jobs: the thread ends once it has run those it has.
+    pub fn close(&self) {
+        self.queue.0.lock().expect("nobody panics holding it").1 = true;
+        self.queue.1.notify_one();
+    }
+
+    pub fn finish(self) -> Vec<T> {
+        self.close();
+        self.results.into_inner()
+    }
 }
 
 #[cfg(test)]
@@ -71,5 +128,17 @@ mod tests {
         assert_ne!(*later.get(), std::thread::current().id());
         assert_eq!(later.get(), later.get());
         assert_eq!(*Later::ready(7).get(), 7);
+        assert_eq!(Later::spawn(|| 8).into_inner(), 8);
+    }
+
+    #[test]
+    fn feed_runs_every_job_sent_from_any_thread_before_it_finishes() {
+        let feed = Feed::spawn(|i: usize| i * 2);
+        map(8, |i| feed.send(i));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        feed.send(100);
+        let mut out = feed.finish();
+        out.sort();
+        assert_eq!(out, [0, 2, 4, 6, 8, 10, 12, 14, 200]);
     }
 }

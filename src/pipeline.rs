@@ -3,9 +3,15 @@
 //! ships in /usr/lib/confexts are found). `context` reads what both passes share (the command
 //! line, the certificates); `prepare` gathers plain data and builds a class's plan; `merge`
 //! applies each in turn, then reports and hands over once.
+//!
+//! The slow reads run beside the rest, on threads of their own: the sysexts are found while the
+//! certificates are read, and each image's clash check runs from its mount on while the plan is
+//! made and the overlay is built. That plan assumes no clash (nearly always so); apply takes the
+//! checks in before it attaches anything, and builds again without an image they refused.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use rustix::fs::{fstat, FileType, Mode, OFlags};
@@ -19,12 +25,12 @@ use crate::error::{Context as _, Result};
 use crate::etc;
 use crate::handover::{self, Systemd};
 use crate::inspect;
-use crate::parallel::{self, Later};
+use crate::parallel::{self, Feed, Later};
 use crate::plan::{self, Hierarchy, HierarchyState, ImageInput, Inputs, Outcome, Plan};
 use crate::release;
 use crate::report;
 use crate::sys::fs::{describe_type, open_dir_in_root, open_in_root, read_limited, real_path, reopen_read};
-use crate::validate::{native_architecture, Host};
+use crate::validate::{native_architecture, Conflict, Host};
 use crate::verify::evidence::{self, Source};
 use crate::verify::x509::TrustedCert;
 use crate::verify::{self, certificates, Kind, Trust};
@@ -58,15 +64,67 @@ pub struct Shared {
     pub systemd: Later<(Systemd, Option<&'static str>)>,
     /// Lines for the log that belong to no class (the command line's, the certificates').
     pub notes: Vec<String>,
+    /// The sysexts and discovery's notes, looked for on a thread of their own from the start;
+    /// the sysext pass takes them.
+    sysexts: Mutex<Option<Later<Discovered>>>,
 }
+
+/// What discovery found, and its notes.
+type Discovered = (Vec<Found>, Vec<String>);
+/// What one image's clash check found, or why it could not look.
+type Walked = std::result::Result<Vec<Conflict>, String>;
 
 /// One class's plan, and what applying it needs.
 pub struct Prepared {
+    /// Made before the clash checks are in, as if they find nothing (they nearly always do):
+    /// `pending` says what they found.
     pub plan: Plan,
     pub staged: HashMap<String, Staged>,
     pub targets: Vec<Target>,
     /// A decision was made here (not disabled, not merged before us): hand it over.
     pub decided: bool,
+    pub pending: Option<Pending>,
+}
+
+impl Prepared {
+    /// The plan with what the clash checks found.
+    pub fn into_plan(self) -> Plan {
+        self.pending.and_then(Pending::settle).unwrap_or(self.plan)
+    }
+}
+
+/// The clash checks (inspect.rs `Walk`), running on a thread of their own while the overlays
+/// are built, and what the plan was made from.
+pub struct Pending {
+    inputs: Inputs,
+    notes: Vec<String>,
+    /// Per image walked: its index in `inputs.images`, and what the walk found.
+    walker: Option<Feed<(usize, inspect::Walk), (usize, Walked)>>,
+}
+
+impl Pending {
+    /// The plan again with the clashes found, or `None` when there were none: the plan made
+    /// before stands.
+    pub fn settle(mut self) -> Option<Plan> {
+        let mut changed = false;
+        for (i, found) in self.walker.take().map(Feed::finish).unwrap_or_default() {
+            // An image whose inspection failed is skipped for that reason already.
+            let Some(Ok(facts)) = &mut self.inputs.images[i].facts else { continue };
+            match found {
+                Ok(clashes) if clashes.is_empty() => continue,
+                Ok(clashes) => facts.conflicts = clashes,
+                Err(e) => self.inputs.images[i].facts = Some(Err(e)),
+            }
+            changed = true;
+        }
+        changed.then(|| make_plan(&self.inputs, self.notes))
+    }
+}
+
+fn make_plan(inputs: &Inputs, notes: Vec<String>) -> Plan {
+    let mut plan = plan::build(inputs);
+    plan.notes.splice(0..0, notes);
+    plan
 }
 
 pub fn open_root(sysroot: &str) -> Result<OwnedFd> {
@@ -140,6 +198,10 @@ pub type Examined = std::result::Result<(Trust, Source), String>;
 pub fn shared(opts: &Options) -> Result<Shared> {
     let faults = Faults::from_env();
     let root = open_root(&opts.sysroot)?;
+    let sysexts = Mutex::new(Some(on_the_side(&root, |root| {
+        let mut notes = Vec::new();
+        (discover::discover(root, Class::Sysext, &mut notes), notes)
+    })));
     let mut notes = Vec::new();
     let cmdline = match std::fs::read_to_string(&opts.cmdline) {
         Ok(text) => cmdline::parse(&text),
@@ -156,18 +218,26 @@ pub fn shared(opts: &Options) -> Result<Shared> {
         n => format!(", {n} unusable"),
     };
     log::info!(target: report::TARGET, "policy {}: {} trusted certificate(s){unusable}", policy.as_str(), certs.trusted.len());
-    let systemd = match root.try_clone() {
-        Ok(fd) => Later::spawn(move || handover::detect(fd.as_fd())),
-        Err(_) => Later::ready(handover::detect(root.as_fd())),
-    };
-    Ok(Shared { root, cmdline, faults, policy, trusted: certs.trusted, masked: certs.masked, systemd, notes })
+    let systemd = on_the_side(&root, handover::detect);
+    let (trusted, masked) = (certs.trusted, certs.masked);
+    Ok(Shared { root, cmdline, faults, policy, trusted, masked, systemd, notes, sysexts })
+}
+
+/// `job` on the root, on a thread of its own (or here, if the fd cannot be duplicated).
+fn on_the_side<T: Send + 'static>(root: &OwnedFd, job: impl FnOnce(BorrowedFd) -> T + Send + 'static) -> Later<T> {
+    match root.try_clone() {
+        Ok(fd) => Later::spawn(move || job(fd.as_fd())),
+        Err(_) => Later::ready(job(root.as_fd())),
+    }
 }
 
 /// Steps 2 to 5 for one class: what is there, what it is, and the plan.
 pub fn prepare(ctx: &Shared, opts: &Options, class: Class) -> Result<Prepared> {
     let root = &ctx.root;
     let mut notes = Vec::new();
+    // What does not need the images comes first: the sysexts are still being looked for.
     let targets = class.hierarchies().iter().map(|h| target(root, *h)).collect::<Result<Vec<_>>>()?;
+    let host = host(root, class);
     let hierarchies: Vec<_> = targets.iter().map(|t| (t.hierarchy, t.state.clone())).collect();
     let bases: Vec<_> = targets.iter().filter_map(|t| t.fd.as_ref().map(|fd| (t.hierarchy, fd.as_fd()))).collect();
     // Opening images costs a loop device and a mount each: only do it if they could be merged.
@@ -175,7 +245,18 @@ pub fn prepare(ctx: &Shared, opts: &Options, class: Class) -> Result<Prepared> {
         && plan::already_merged(&hierarchies).is_none();
     let decided = open_images;
 
-    let found = discover::discover(root.as_fd(), class, &mut notes);
+    let early = match class {
+        Class::Sysext => ctx.sysexts.lock().expect("nobody panics holding it").take(),
+        Class::Confext => None,
+    };
+    let found = match early {
+        Some(later) => {
+            let (found, discovered) = later.into_inner();
+            notes.extend(discovered);
+            found
+        }
+        None => discover::discover(root.as_fd(), class, &mut notes),
+    };
     let kinds: Vec<_> =
         found.iter().map(|f| f.object.as_ref().map_err(Clone::clone).and_then(|o| identify(o, f.size))).collect();
     let wanted = |i: usize| match (&found[i].object, &kinds[i]) {
@@ -183,6 +264,12 @@ pub fn prepare(ctx: &Shared, opts: &Options, class: Class) -> Result<Prepared> {
         _ => None,
     };
     let (policy, trusted, faults) = (ctx.policy, &ctx.trusted, &ctx.faults);
+    // The clash checks, one image after another as they are mounted, on a thread of their own:
+    // they go on while the plan is made and the overlays are built, and apply takes them in
+    // before it attaches anything.
+    let walker = (0..found.len())
+        .any(|i| wanted(i).is_some())
+        .then(|| Feed::spawn(|(i, w): (usize, inspect::Walk)| (i, w.run().map_err(|e| e.to_string()))));
     // Examine, then stage and inspect only what the policy admits: a refused image never
     // reaches the kernel's file system code.
     let opened = parallel::map(found.len(), |i| {
@@ -202,11 +289,16 @@ pub fn prepare(ctx: &Shared, opts: &Options, class: Class) -> Result<Prepared> {
                 (Object::Dir(fd), _) | (Object::File(fd), None) => Stageable::Dir(fd.as_fd()),
             };
             let s = apply::stage(&f.name, what, faults).map_err(|e| e.to_string())?;
+            let walk = inspect::Walk::new(s.root(), class, &bases).map_err(|e| e.to_string())?;
+            walker.as_ref().expect("there is a walker when an image is wanted").send((i, walk));
             let facts = inspect::inspect(s.root(), class, &f.name, &bases).map_err(|e| e.to_string())?;
             Ok((s, facts))
         });
         Some((trust, staged))
     });
+    if let Some(w) = &walker {
+        w.close();
+    }
     // The mutable mode and /etc are looked at only when there is a confext to merge.
     let etc = (class == Class::Confext && opened.iter().any(Option::is_some)).then(|| {
         etc::gather(root.as_fd(), &opts.run, opts.mutable.as_deref(), &ctx.cmdline, &ctx.systemd.get().0, &mut notes)
@@ -235,13 +327,16 @@ pub fn prepare(ctx: &Shared, opts: &Options, class: Class) -> Result<Prepared> {
             origin: f.origin,
         });
     }
+    if class == Class::ALL[0] {
+        notes.splice(0..0, ctx.notes.iter().cloned());
+    }
     let cmdline = ctx.cmdline.clone();
-    let mut plan = plan::build(&Inputs { class, cmdline, policy, host: host(root, class), hierarchies, images, etc });
-    plan.notes.splice(0..0, notes);
+    let inputs = Inputs { class, cmdline, policy, host, hierarchies, images, etc };
+    let plan = make_plan(&inputs, notes.clone());
     // Images we will not merge let go of their loop devices now.
     let merging = plan.merged_names();
     staged.retain(|name, _| merging.contains(name));
-    Ok(Prepared { plan, staged, targets, decided })
+    Ok(Prepared { plan, staged, targets, decided, pending: Some(Pending { inputs, notes, walker }) })
 }
 
 /// The whole merge: sysexts, then confexts. Returns whether every hierarchy that had something
@@ -252,12 +347,9 @@ pub fn merge(opts: &Options) -> Result<bool> {
     let mut passes: Vec<(Prepared, Vec<(Hierarchy, Outcome)>)> = Vec::new();
     for class in Class::ALL {
         let mut p = prepare(&ctx, opts, class)?;
-        if class == Class::ALL[0] {
-            p.plan.notes.splice(0..0, ctx.notes.iter().cloned());
-        }
-        // Every thread of ours is done before staging moves between mount namespaces.
-        ctx.systemd.get();
-        let outcomes = apply::apply(&mut p.plan, &p.staged, ctx.root.as_fd(), &mut p.targets, &ctx.faults);
+        let pending = p.pending.take();
+        let settle = || pending.and_then(Pending::settle);
+        let outcomes = apply::apply(&mut p.plan, &p.staged, ctx.root.as_fd(), &mut p.targets, &ctx.faults, settle);
         let took = |name: &str| p.staged.get(name).map(|s| s.took);
         report::log_merge(&p.plan, &outcomes, &took);
         passes.push((p, outcomes));
@@ -266,20 +358,26 @@ pub fn merge(opts: &Options) -> Result<bool> {
     let merged: usize = passes.iter().map(|(p, _)| p.plan.merged_names().len()).sum();
     let found: usize = passes.iter().map(|(p, _)| p.plan.images.len()).sum();
     log::info!(target: report::TARGET, "done in {} ms: {merged} merged, {} skipped", total.as_millis(), found - merged);
-    let doc = report::to_json(
-        &opts.sysroot,
-        &passes.iter().map(|(p, o)| (&p.plan, Some(o.as_slice()))).collect::<Vec<_>>(),
-        Some(total),
-    );
-    if let Err(e) = report::write_report(&opts.report, &doc) {
+    // The report and the hand-over are written side by side: they only read the passes.
+    let written = std::thread::scope(|scope| {
+        let report = scope.spawn(|| {
+            let plans: Vec<_> = passes.iter().map(|(p, o)| (&p.plan, Some(o.as_slice()))).collect();
+            report::write_report(&opts.report, &report::to_json(&opts.sysroot, &plans, Some(total)))
+        });
+        let decided: Vec<handover::Pass> = passes
+            .iter()
+            .filter(|(p, _)| p.decided)
+            .map(|(p, o)| handover::Pass { plan: &p.plan, outcomes: o })
+            .collect();
+        if !decided.is_empty() {
+            let certs = handover::Certs { trusted: &ctx.trusted, masked: &ctx.masked };
+            let systemd = *ctx.systemd.get();
+            handover::hand_over(ctx.root.as_fd(), &opts.sysroot, &opts.run, systemd, ctx.policy, certs, &decided);
+        }
+        report.join().expect("writing the report does not panic")
+    });
+    if let Err(e) = written {
         log::warn!(target: report::TARGET, "cannot write {}: {e}", opts.report);
-    }
-    let decided: Vec<handover::Pass> =
-        passes.iter().filter(|(p, _)| p.decided).map(|(p, o)| handover::Pass { plan: &p.plan, outcomes: o }).collect();
-    if !decided.is_empty() {
-        let certs = handover::Certs { trusted: &ctx.trusted, masked: &ctx.masked };
-        let systemd = *ctx.systemd.get();
-        handover::hand_over(ctx.root.as_fd(), &opts.sysroot, &opts.run, systemd, ctx.policy, certs, &decided);
     }
     Ok(!passes.iter().flat_map(|(_, o)| o).any(|(_, o)| matches!(o, Outcome::Failed { .. })))
 }

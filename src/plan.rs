@@ -416,6 +416,12 @@ impl Plan {
         self.images.iter().filter(|d| d.action == Action::Merge).map(|d| d.name.clone()).collect()
     }
 
+    /// Whether `other` merges the same images, in the same layers.
+    pub fn same_merge(&self, other: &Plan) -> bool {
+        let layers = |p: &Plan| p.hierarchies.iter().map(|h| (h.hierarchy, h.layers.clone())).collect::<Vec<_>>();
+        self.merged_names() == other.merged_names() && layers(self) == layers(other)
+    }
+
     /// The plan of one hierarchy.
     pub fn hierarchy(&self, h: Hierarchy) -> Option<&HierarchyPlan> {
         self.hierarchies.iter().find(|p| p.hierarchy == h)

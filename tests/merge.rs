@@ -275,7 +275,15 @@ fn forbidden_content_and_shadowed_base_symlinks() {
     let mknod = std::process::Command::new("mknod").arg(whiteout.join("usr/bin")).args(["c", "0", "0"]).status();
     assert!(mknod.is_ok_and(|st| st.success()), "mknod");
     s.squashfs(&whiteout, "var/lib/extensions/whiteout.raw");
-    let out = s.merge_then(&format!("ls \"$S/usr/sbin/\"; {MOUNTS}"));
+    // The clash checks run while the overlay is built: the refused images must not cost this one.
+    s.image("good", GOOD);
+    let plan = s.plan();
+    assert!(
+        plan.stdout.contains("/usr/sbin is a directory in the image and would replace the base's symlink"),
+        "{}",
+        plan.all()
+    );
+    let out = s.merge_then(&format!("ls \"$S/usr/sbin/\"; cat \"$S/usr/.systemd-sysext/extensions\"; {MOUNTS}"));
     assert!(
         out.stderr.contains(
             "skipped os (/var/lib/extensions/os.raw): contains usr/lib/os-release, which only the base OS may carry"
@@ -286,7 +294,8 @@ fn forbidden_content_and_shadowed_base_symlinks() {
     assert!(out.stderr.contains("skipped sbin (/var/lib/extensions/sbin.raw): /usr/sbin is a directory in the image and would replace the base's symlink (sysext-bakery#131)"), "{}", out.stderr);
     assert!(out.stderr.contains("skipped hide (/var/lib/extensions/hide.raw): /usr/bin is a symlink in the image and would hide the base's directory"), "{}", out.stderr);
     assert!(out.stderr.contains("skipped whiteout (/var/lib/extensions/whiteout.raw): /usr/bin is a whiteout in the image and would hide the base's directory"), "{}", out.stderr);
-    assert!(out.stdout.contains("rc=0\nbase-tool\n--mounts\n--end"), "nothing merged, base intact:\n{}", out.all());
+    assert!(out.stdout.contains("rc=0\nbase-tool\ngood\ngood\n--mounts\n"), "only good merged:\n{}", out.all());
+    assert_eq!(mounts(&out).len(), 1, "one overlay:\n{}", out.all());
 }
 
 #[test]

@@ -39,8 +39,11 @@ impl Staging {
                 .context("opening /proc/self/ns/mnt")
         };
         let original = open_ns()?;
-        // SAFETY: NEWNS only changes this (single-threaded) process's mount namespace; no file
-        // descriptor table is unshared.
+        // SAFETY: NEWNS (with the CLONE_FS it implies) changes only this thread's mount namespace
+        // and root; no file descriptor table is unshared. Other threads of ours (the clash checks)
+        // stay where they are and use nothing but file descriptors. The kernel lets a thread come
+        // back (setns) only while no other thread shares its fs_struct, so no thread is started
+        // between here and `leave`.
         unsafe { unshare_unsafe(UnshareFlags::NEWNS) }.context("unshare(CLONE_NEWNS) for staging")?;
         let mut staging = Staging { original, staging: None, inside: true, count: 0 };
         staging.staging = Some(open_ns()?);
