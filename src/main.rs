@@ -124,10 +124,10 @@ fn parse_args(args: &[String]) -> std::result::Result<(Command, Options), String
 /// Both classes' plans. Confexts that a sysext would bring along in /usr/lib/confexts are not
 /// seen here: nothing is merged.
 fn plan(opts: &Options) -> Result<()> {
-    let shared = pipeline::shared(opts)?;
+    let mut shared = pipeline::shared(opts)?;
     let mut plans = Vec::new();
     for class in Class::ALL {
-        plans.push(pipeline::prepare(&shared, opts, class)?.into_plan());
+        plans.push(pipeline::prepare(&mut shared, opts, class)?.into_plan());
     }
     if opts.json {
         let passes: Vec<_> = plans.iter().map(|p| (p, None)).collect();

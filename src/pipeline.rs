@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use rustix::fs::{fstat, FileType, Mode, OFlags};
@@ -66,7 +65,7 @@ pub struct Shared {
     pub notes: Vec<String>,
     /// The sysexts and discovery's notes, looked for on a thread of their own from the start;
     /// the sysext pass takes them.
-    sysexts: Mutex<Option<Later<Discovered>>>,
+    sysexts: Option<Later<Discovered>>,
 }
 
 /// What discovery found, and its notes.
@@ -198,10 +197,10 @@ pub type Examined = std::result::Result<(Trust, Source), String>;
 pub fn shared(opts: &Options) -> Result<Shared> {
     let faults = Faults::from_env();
     let root = open_root(&opts.sysroot)?;
-    let sysexts = Mutex::new(Some(on_the_side(&root, |root| {
+    let sysexts = Some(on_the_side(&root, |root| {
         let mut notes = Vec::new();
         (discover::discover(root, Class::Sysext, &mut notes), notes)
-    })));
+    }));
     let mut notes = Vec::new();
     let cmdline = match std::fs::read_to_string(&opts.cmdline) {
         Ok(text) => cmdline::parse(&text),
@@ -232,7 +231,13 @@ fn on_the_side<T: Send + 'static>(root: &OwnedFd, job: impl FnOnce(BorrowedFd) -
 }
 
 /// Steps 2 to 5 for one class: what is there, what it is, and the plan.
-pub fn prepare(ctx: &Shared, opts: &Options, class: Class) -> Result<Prepared> {
+pub fn prepare(ctx: &mut Shared, opts: &Options, class: Class) -> Result<Prepared> {
+    // The sysext pass takes what was found on the side since `shared`.
+    let early = match class {
+        Class::Sysext => ctx.sysexts.take(),
+        Class::Confext => None,
+    };
+    let ctx: &Shared = ctx;
     let root = &ctx.root;
     let mut notes = Vec::new();
     // What does not need the images comes first: the sysexts are still being looked for.
@@ -245,10 +250,6 @@ pub fn prepare(ctx: &Shared, opts: &Options, class: Class) -> Result<Prepared> {
         && plan::already_merged(&hierarchies).is_none();
     let decided = open_images;
 
-    let early = match class {
-        Class::Sysext => ctx.sysexts.lock().expect("nobody panics holding it").take(),
-        Class::Confext => None,
-    };
     let found = match early {
         Some(later) => {
             let (found, discovered) = later.into_inner();
@@ -343,10 +344,10 @@ pub fn prepare(ctx: &Shared, opts: &Options, class: Class) -> Result<Prepared> {
 /// to merge got merged.
 pub fn merge(opts: &Options) -> Result<bool> {
     let start = Instant::now();
-    let ctx = shared(opts)?;
+    let mut ctx = shared(opts)?;
     let mut passes: Vec<(Prepared, Vec<(Hierarchy, Outcome)>)> = Vec::new();
     for class in Class::ALL {
-        let mut p = prepare(&ctx, opts, class)?;
+        let mut p = prepare(&mut ctx, opts, class)?;
         let pending = p.pending.take();
         let settle = || pending.and_then(Pending::settle);
         let outcomes = apply::apply(&mut p.plan, &p.staged, ctx.root.as_fd(), &mut p.targets, &ctx.faults, settle);
