@@ -4,7 +4,7 @@ BIN     := target/$(TARGET)/release/initrd-sysext
 PREFIX  ?= /usr
 DESTDIR ?=
 
-.PHONY: setup setup-rust build test test-unit test-image test-deb test-qemu demo bench fuzz deb install clean
+.PHONY: setup setup-rust build test lint test-unit test-image test-deb test-qemu demo bench fuzz deb install clean
 
 # What the targets below need (.ci/packages, the musl target), installed only when missing.
 setup: setup-rust
@@ -16,8 +16,13 @@ setup-rust:
 build: setup-rust
 	cargo build --release --locked --target $(TARGET)
 
-# Everything: unit and namespace tests, the podman image, the package, the QEMU boot scenarios.
-test: test-unit test-image test-deb test-qemu
+# Everything: shell lint, unit and namespace tests, the podman image, the package, the QEMU boot
+# scenarios.
+test: lint test-unit test-image test-deb test-qemu
+
+# Every shell script of the repository (a shebang naming bash or sh), through shellcheck.
+lint: setup
+	git ls-files -z | xargs -0 grep -lZE '^#!.*(bash|/sh)' | xargs -0 shellcheck -x
 
 # Unit tests and the root-level namespace tests (fast; no QEMU).
 test-unit: setup

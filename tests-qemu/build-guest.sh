@@ -115,12 +115,14 @@ if [[ $suite == forky ]]; then
 fi
 
 # in_tree CMD...: run CMD chrooted in the guest tree with /dev, /proc and /sys;
-# a private mount namespace drops them on exit.
+# a private mount namespace drops them on exit. INITRD_SYSEXT_BIN names the
+# binary under test on this host: our dracut module would look for it in the
+# tree, fail, and leave itself out of the initrd.
 in_tree() {
     # shellcheck disable=SC2016 # expanded by the inner shell
     unshare --mount --propagation private bash -euc '
         mount --rbind /dev "$1/dev"; mount -t proc proc "$1/proc"; mount -t sysfs sys "$1/sys"
-        exec chroot "$@"' _ "$tree" "$@" >&2
+        exec env -u INITRD_SYSEXT_BIN chroot "$@"' _ "$tree" "$@" >&2
 }
 
 # The activator from its package, as an admin installs it. On dracut guests

@@ -135,8 +135,17 @@ many_merged() {
 
 # --- 1 ---------------------------------------------------------------------
 prep_first_boot() { put_podman "$1"; checks "$1" "podman plot"; }
+# built_with ERE: how the /usr overlay was made, as the journal says: what
+# each kernel's overlayfs really took, found by behaviour. 7.2 and 6.12 take
+# one lowerdir+ per layer; 6.1 (the legacy context) one fsconfig lowerdir=
+# list; 5.10's 132 layers do not fit in one fsconfig value and go in the
+# mount(2) option string.
+built_with() {
+    has "/usr overlay made with $1" journal "/usr: overlay of .* mounted in [0-9]+ ms with $1\$"
+}
 check_first_boot() {
     quadlet_ran
+    built_with 'lowerdir\+'
     hasnt "PID 1 did not reload" pid1 'Reloading'
     merged_by_us
     has "podman run --rootfs works" podman-run 'ITS-PODMAN-RUN-OK'
@@ -462,11 +471,11 @@ prep_kernel_bullseye() {
     PODMAN_RAW=$old prep_kernel "$1"
     put_many "$1"
 }
-check_kernel_bullseye() { kernel_first_boot bullseye; many_merged; }
+check_kernel_bullseye() { kernel_first_boot bullseye; many_merged; built_with 'mount\(2\) options'; }
 prep_kernel_bookworm() { prep_kernel "$1"; }
-check_kernel_bookworm() { kernel_first_boot bookworm; }
+check_kernel_bookworm() { kernel_first_boot bookworm; built_with 'fsconfig lowerdir='; }
 prep_kernel_forky() { prep_kernel "$1"; put_many "$1"; put_var_disk "$1" "$2"; }
-check_kernel_forky() { kernel_first_boot forky; many_merged; var_disk_works; }
+check_kernel_forky() { kernel_first_boot forky; many_merged; var_disk_works; built_with 'lowerdir\+'; }
 # --- suites (issue 9): scenario 5 on bookworm (systemd 252, dracut 059,
 # 6.1) and forky (262, 112, 7.x). Bookworm's podman 4.3 has no quadlet (it
 # came with 4.4), so that guest has no podman image and no quadlet check.
