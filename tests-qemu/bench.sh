@@ -88,7 +88,8 @@ for round in $(seq "$boots"); do
 done
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (!NR) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-med() { printf '%s' "${vals["$1 $2"]:-}" | grep . | median; }
+# A metric no boot gave (a unit that never ran) is n/a, not the end of the table.
+med() { printf '%s' "${vals["$1 $2"]:-}" | { grep . || true; } | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "n/a" }'; }
 row() { printf '%-52s %10s %10s %10s   %s\n' "$@"; }
 

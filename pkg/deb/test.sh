@@ -30,19 +30,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 bin=${1:-$repo/target/x86_64-unknown-linux-musl/release/initrd-sysext}
 
-passed=0 failed=0 done=0
-check() { # check NAME COMMAND...: run COMMAND, record its result under NAME
-    local label=$1
-    shift
-    if "$@" >"$t/check.log" 2>&1; then
-        echo "ok - $label"
-        passed=$((passed + 1))
-    else
-        echo "FAIL - $label"
-        sed 's/^/    /' "$t/check.log" | tail -n 20
-        failed=$((failed + 1))
-    fi
-}
+# shellcheck source-path=SCRIPTDIR source=../../tests/common/checks.sh
+. "$repo/tests/common/checks.sh"
+done=0
 cleanup() {
     if ((!done)); then
         echo "FAIL - test setup (see above)"
@@ -202,5 +192,4 @@ check "the trigger rebuilt the initramfs without the activator and its script" \
     lacks usr/bin/initrd-sysext scripts/init-bottom/initrd-sysext
 
 done=1
-echo "$passed passed, $failed failed"
-((failed == 0))
+summary

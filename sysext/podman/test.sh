@@ -12,19 +12,8 @@ repo=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
 bin=${INITRD_SYSEXT_BIN:-$repo/target/x86_64-unknown-linux-musl/release/initrd-sysext}
 
-passed=0 failed=0
-check() { # check NAME COMMAND...: run COMMAND, record its result under NAME
-	local label=$1
-	shift
-	if "$@" >"$t/check.log" 2>&1; then
-		echo "ok - $label"
-		passed=$((passed + 1))
-	else
-		echo "FAIL - $label"
-		sed 's/^/    /' "$t/check.log" | tail -n 20
-		failed=$((failed + 1))
-	fi
-}
+# shellcheck source-path=SCRIPTDIR source=../../tests/common/checks.sh
+. "$repo/tests/common/checks.sh"
 
 mkdir -p "$cache"
 t=$(mktemp -d "$cache/test.XXXXXX")
@@ -407,5 +396,4 @@ else
 fi
 
 done=1
-echo "$passed passed, $failed failed"
-((failed == 0))
+summary
