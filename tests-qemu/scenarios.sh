@@ -141,7 +141,7 @@ prep_first_boot() { put_podman "$1"; checks "$1" "podman plot"; }
 # list; 5.10's 132 layers do not fit in one fsconfig value and go in the
 # mount(2) option string.
 built_with() {
-    has "/usr overlay made with $1" journal "/usr: overlay of .* mounted in [0-9]+ ms with $1\$"
+    has "/usr overlay made with ${1//\\/}" journal "/usr: overlay of .* mounted in [0-9]+ ms with $1\$"
 }
 check_first_boot() {
     quadlet_ran
