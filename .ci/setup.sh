@@ -15,34 +15,49 @@ setup_rust() {
     rustup target add "$target"
 }
 
-setup_packages() {
-    local pkg cmd want=() missing=()
+# The packages of .ci/packages that are not installed and whose command (a second word) is
+# missing, one per line.
+missing_packages() {
+    local pkg cmd want=()
     declare -A installed=()
     while read -r pkg cmd; do
         [[ -z $pkg || $pkg == \#* ]] && continue
         [[ -n $cmd ]] && command -v "$cmd" >/dev/null && continue
         want+=("$pkg")
     done <"$here/packages"
-    if ! command -v dpkg-query >/dev/null; then
-        echo "setup: not a Debian system; make sure these (or their equivalents) are installed: ${want[*]}" >&2
-        return 0
-    fi
+    ((${#want[@]})) || return 0
     # One query for all; unknown packages only print to stderr.
     while read -r pkg cmd; do
         [[ $cmd == ii ]] && installed[$pkg]=1
     done < <(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${want[@]}" 2>/dev/null || true)
     for pkg in "${want[@]}"; do
-        [[ -n ${installed[$pkg]:-} ]] || missing+=("$pkg")
+        [[ -n ${installed[$pkg]:-} ]] || echo "$pkg"
     done
-    ((${#missing[@]})) || return 0
-    if ((EUID != 0)); then
-        echo "setup: missing packages, run as root: apt-get install ${missing[*]}" >&2
-        return 1
+}
+
+setup_packages() {
+    local round missing
+    if ! command -v dpkg-query >/dev/null; then
+        echo "setup: not a Debian system; make sure the packages in $here/packages (or their equivalents) are installed" >&2
+        return 0
     fi
-    echo "setup: installing ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Two rounds: an install may remove what satisfied another line. On this machine kind,
+    # bookworm's qemu-system-x86 removes the machine's backported qemu-utils, and with it
+    # qemu-img; the second round installs bookworm's qemu-utils.
+    for round in 1 2; do
+        mapfile -t missing < <(missing_packages)
+        ((${#missing[@]})) || return 0
+        if ((EUID != 0)); then
+            echo "setup: missing packages, run as root: apt-get install ${missing[*]}" >&2
+            return 1
+        fi
+        echo "setup: installing ${missing[*]} (round $round)" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        ((round > 1)) || apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    done
+    mapfile -t missing < <(missing_packages)
+    ((${#missing[@]} == 0)) || { echo "setup: still missing after installing: ${missing[*]}" >&2; return 1; }
 }
 
 case ${1:-all} in
