@@ -800,6 +800,37 @@ fn a_fifo_in_the_merge_state_hangs_nothing() {
 }
 
 #[test]
+fn clashes_below_the_top_are_found_in_every_image_that_has_them() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("usr/lib/modules/6.1")).unwrap();
+    // The walker lists each base directory once for all images: each of these has its own
+    // answer in the same /usr/lib and /usr/lib/modules.
+    let flat =
+        s.tree("flat", &[("usr/lib/extension-release.d/extension-release.flat", GOOD), ("usr/lib/modules", "x")]);
+    s.squashfs(&flat, "var/lib/extensions/flat.raw");
+    let deeper = s.tree(
+        "deeper",
+        &[("usr/lib/extension-release.d/extension-release.deeper", GOOD), ("usr/lib/modules/6.1", "->/nowhere")],
+    );
+    s.squashfs(&deeper, "var/lib/extensions/deeper.raw");
+    let extra = s.tree(
+        "extra",
+        &[("usr/lib/extension-release.d/extension-release.extra", GOOD), ("usr/lib/modules/6.1/extra.ko", "ko\n")],
+    );
+    s.squashfs(&extra, "var/lib/extensions/extra.raw");
+    // A file over a base file, and one the base lacks: no clash.
+    let tool =
+        s.tree("tool", &[("usr/lib/extension-release.d/extension-release.tool", GOOD), ("usr/bin/base-tool", "new\n")]);
+    s.squashfs(&tool, "var/lib/extensions/tool.raw");
+    let out = s.merge_then(
+        "cat \"$S/usr/lib/modules/6.1/extra.ko\" \"$S/usr/bin/base-tool\" \"$S/usr/.systemd-sysext/extensions\"",
+    );
+    assert!(out.stderr.contains("skipped flat (/var/lib/extensions/flat.raw): /usr/lib/modules is a file in the image and would hide the base's directory"), "{}", out.stderr);
+    assert!(out.stderr.contains("skipped deeper (/var/lib/extensions/deeper.raw): /usr/lib/modules/6.1 is a symlink in the image and would hide the base's directory"), "{}", out.stderr);
+    assert!(out.stdout.contains("rc=0\nko\nnew\nextra\ntool\n"), "{}", out.all());
+}
+
+#[test]
 fn a_layer_that_clashes_only_with_the_host_costs_only_itself() {
     let s = Scratch::new();
     // A directory extension that lives inside the /opt it extends: overlayfs refuses a layer
