@@ -41,9 +41,9 @@ setup_packages() {
         echo "setup: not a Debian system; make sure the packages in $here/packages (or their equivalents) are installed" >&2
         return 0
     fi
-    # Two rounds: an install may remove what satisfied another line. On this machine kind,
-    # bookworm's qemu-system-x86 removes the machine's backported qemu-utils, and with it
-    # qemu-img; the second round installs bookworm's qemu-utils.
+    # Two rounds: an install may remove what satisfied another line. Where a machine carries
+    # a backported qemu-utils, bookworm's qemu-system-x86 removes it, and qemu-img with it;
+    # the second round installs bookworm's qemu-utils.
     for round in 1 2; do
         mapfile -t missing < <(missing_packages)
         ((${#missing[@]})) || return 0

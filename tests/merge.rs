@@ -803,8 +803,8 @@ fn a_fifo_in_the_merge_state_hangs_nothing() {
 fn clashes_below_the_top_are_found_in_every_image_that_has_them() {
     let s = Scratch::new();
     std::fs::create_dir_all(s.path("usr/lib/modules/6.1")).unwrap();
-    // The walker lists each base directory once for all images: each of these has its own
-    // answer in the same /usr/lib and /usr/lib/modules.
+    // One walker checks every image against the same base directories: each image gets its
+    // own answer in /usr/lib and /usr/lib/modules.
     let flat =
         s.tree("flat", &[("usr/lib/extension-release.d/extension-release.flat", GOOD), ("usr/lib/modules", "x")]);
     s.squashfs(&flat, "var/lib/extensions/flat.raw");
@@ -818,7 +818,7 @@ fn clashes_below_the_top_are_found_in_every_image_that_has_them() {
         &[("usr/lib/extension-release.d/extension-release.extra", GOOD), ("usr/lib/modules/6.1/extra.ko", "ko\n")],
     );
     s.squashfs(&extra, "var/lib/extensions/extra.raw");
-    // A file over a base file, and one the base lacks: no clash.
+    // A file over a base file: no clash.
     let tool =
         s.tree("tool", &[("usr/lib/extension-release.d/extension-release.tool", GOOD), ("usr/bin/base-tool", "new\n")]);
     s.squashfs(&tool, "var/lib/extensions/tool.raw");
