@@ -43,11 +43,14 @@ setup_packages() {
     fi
     # Two rounds: an install may remove what satisfied another line. Where a machine carries
     # a backported qemu-utils, bookworm's qemu-system-x86 removes it, and qemu-img with it;
-    # the second round installs bookworm's qemu-utils.
-    for round in 1 2; do
+    # the second round installs bookworm's qemu-utils. The third only checks.
+    for round in 1 2 3; do
         mapfile -t missing < <(missing_packages)
         ((${#missing[@]})) || return 0
-        if ((EUID != 0)); then
+        if ((round == 3)); then
+            echo "setup: still missing after installing: ${missing[*]}" >&2
+            return 1
+        elif ((EUID != 0)); then
             echo "setup: missing packages, run as root: apt-get install ${missing[*]}" >&2
             return 1
         fi
@@ -56,8 +59,6 @@ setup_packages() {
         ((round > 1)) || apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     done
-    mapfile -t missing < <(missing_packages)
-    ((${#missing[@]} == 0)) || { echo "setup: still missing after installing: ${missing[*]}" >&2; return 1; }
 }
 
 case ${1:-all} in
