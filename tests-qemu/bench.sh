@@ -48,7 +48,8 @@ sub() { [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", 
 # RemainAfterExit= (ours) never enters "active": its activation ends when it
 # enters "inactive" again.
 times() {
-    [[ -n $2 && -s $1 ]] && awk -v u="$2" -v a="$3" -v b="$4" -F= '
+    [[ -n $2 && -s $1 ]] || return 0
+    awk -v u="$2" -v a="$3" -v b="$4" -F= '
         /^Id=/ { id = $2 }
         id == u { t[$1] = $2 }
         END {
@@ -72,9 +73,14 @@ for round in $(seq "$boots"); do
         [[ -z $u ]] || add act "$name" "$(sub "$(mono "$j" "Finished $u")" "$(mono "$j" "Starting $u")")"
         # PID 1's own timestamps of the unit (guest/91its-provision): activation
         # (the plot's bar) and the process's life, fork to exit.
-        add exact "$name" "$(times "$res/initrd-times" "$u" ActiveEnter InactiveExit)"
+        exact=$(times "$res/initrd-times" "$u" ActiveEnter InactiveExit)
+        idle=$(times "$res/initrd-times" its-idle.service ActiveEnter InactiveExit)
+        add exact "$name" "$exact"
         add process "$name" "$(times "$res/initrd-times" "$u" ExecMainExit ExecMainStart)"
         add true "$name" "$(times "$res/initrd-times" its-true.service ActiveEnter InactiveExit)"
+        # Our binary doing nothing, and what the merge adds to that in the same boot.
+        add idle "$name" "$idle"
+        add share "$name" "$(sub "$exact" "$idle")"
         add self "$name" "$(sed -nE 's/.*initrd-sysext\[[0-9]+\]: done in ([0-9]+) ms.*/\1/p' "$j" |
             awk '{ printf "%.3f", $1 / 1000 }')"
         add unit "$name" "$(awk -F= '/^ExecMainStartTimestampMonotonic=[1-9]/ { printf "%.3f", $2 / 1e6 }' "$res/hello-show")"
@@ -118,6 +124,9 @@ if [[ " ${sets[*]} " == *" forky "* ]]; then
     row "  the same, PID 1's timestamps (activating->active)" "$eo" "$eu" "" "ours/upstream = $(ratio "$eo" "$eu")"
     row "  its process, fork to exit" "$(med process forky-ours)" "$(med process forky-upstream)" "" ""
     row "a oneshot unit running /usr/bin/true, same boots" "$(med true forky-ours)" "$(med true forky-upstream)" "" ""
+    io=$(med idle forky-ours)
+    row "a oneshot unit running initrd-sysext --version" "$io" "-" "" "/upstream = $(ratio "$io" "$au")"
+    row "  our merge unit less that one, same boot" "$(med share forky-ours)" "-" "" ""
     row "  ours, as the binary reports it ('done in')" "$so" "-" "" "ours/upstream = $(ratio "$so" "$au")"
     row "switch-root (initrd done)" "$(med userspace forky-ours)" "$(med userspace forky-upstream)" "" ""
     row "quadlet unit started" "$(med unit forky-ours)" "$(med unit forky-upstream)" "" ""
