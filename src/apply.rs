@@ -27,6 +27,7 @@ use crate::sys::loopdev::{self, Range};
 use crate::sys::mount::{Flags, Mechanism, OverlayApi, OverlaySpec};
 use crate::sys::staging::{self, Staging, UpperIn};
 use crate::sys::{devmapper, mount};
+use crate::timeline;
 use crate::verify::evidence::{Region, Source};
 use crate::verify::gpt::Role;
 
@@ -537,14 +538,17 @@ fn apply_rounds(
     loop {
         let mut builder = Builder { staging: &mut staging, staged, faults, api };
         let built = build_round(&mut builder, plan, targets, &root_path, outcomes);
+        timeline::mark(Some(plan.class), "built");
         // The clash checks ran while these were built. Nothing is attached yet: if they refused
         // an image, build again without it.
         if settle_into(plan, settle) {
             outcomes.clear();
             continue;
         }
+        timeline::mark(Some(plan.class), "checked");
         staging.leave()?;
         let attached = attach_all(built, root, targets, faults, outcomes, metas);
+        timeline::mark(Some(plan.class), "attached");
         // Every overlay lists all merged names: one attached before another hierarchy failed may
         // name an image that is now lost. Take it off and build it again without.
         if !demote_lost(plan, outcomes) || attached.is_empty() {
@@ -657,6 +661,7 @@ pub fn apply(
     if !metas.is_empty() {
         identify_through_merge(plan, root, &metas.keys().copied().collect::<Vec<_>>());
         write_origin(plan, &metas);
+        timeline::mark(Some(plan.class), "origin");
     }
     targets
         .iter()

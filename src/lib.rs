@@ -21,7 +21,7 @@
 //!    chosen as systemd chooses it, `config`: its configuration files; `etc`: what the root's
 //!    /etc is);
 //! 6. `apply`: loop and dm-verity devices, mounts, rollback;
-//! 7. `report`: log lines and report.json;
+//! 7. `report`: log lines and report.json (`timeline`: when each step ended);
 //! 8. `handover`: what the booted system's systemd-sysext needs to know.
 //!
 //! In the booted system, `refresh_check` tells whether systemd-sysext needs to refresh.
@@ -57,3 +57,4 @@ pub mod parallel;
 pub mod pipeline;
 pub mod state;
 pub mod sys;
+pub mod timeline;

@@ -10,7 +10,7 @@ use initrd_sysext::mutable::Mode;
 use initrd_sysext::pipeline::{self, Options};
 use initrd_sysext::refresh_check::{self, Verdict};
 use initrd_sysext::sys::fs::{open_dir_in_root, open_in_root, read_only_fs, remove_tree};
-use initrd_sysext::{report, state, sys};
+use initrd_sysext::{report, state, sys, timeline};
 use rustix::fs::OFlags;
 
 const USAGE: &str = "\
@@ -256,6 +256,7 @@ fn refresh_needed(opts: &Options) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    timeline::start();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
         print!("{USAGE}");

@@ -29,6 +29,7 @@ use crate::plan::{self, Hierarchy, HierarchyState, ImageInput, Inputs, Outcome, 
 use crate::release;
 use crate::report;
 use crate::sys::fs::{describe_type, open_dir_in_root, open_in_root, read_limited, real_path, reopen_read};
+use crate::timeline;
 use crate::validate::{native_architecture, Conflict, Host};
 use crate::verify::evidence::{self, Source};
 use crate::verify::x509::TrustedCert;
@@ -218,6 +219,7 @@ pub fn shared(opts: &Options) -> Result<Shared> {
     };
     log::info!(target: report::TARGET, "policy {}: {} trusted certificate(s){unusable}", policy.as_str(), certs.trusted.len());
     let systemd = on_the_side(&root, handover::detect);
+    timeline::mark(None, "read");
     let (trusted, masked) = (certs.trusted, certs.masked);
     Ok(Shared { root, cmdline, faults, policy, trusted, masked, systemd, notes, sysexts })
 }
@@ -258,6 +260,7 @@ pub fn prepare(ctx: &mut Shared, opts: &Options, class: Class) -> Result<Prepare
         }
         None => discover::discover(root.as_fd(), class, &mut notes),
     };
+    timeline::mark(Some(class), "found");
     let kinds: Vec<_> =
         found.iter().map(|f| f.object.as_ref().map_err(Clone::clone).and_then(|o| identify(o, f.size))).collect();
     let wanted = |i: usize| match (&found[i].object, &kinds[i]) {
@@ -300,6 +303,7 @@ pub fn prepare(ctx: &mut Shared, opts: &Options, class: Class) -> Result<Prepare
     if let Some(w) = &walker {
         w.close();
     }
+    timeline::mark(Some(class), "opened");
     // The mutable mode and /etc are looked at only when there is a confext to merge.
     let etc = (class == Class::Confext && opened.iter().any(Option::is_some)).then(|| {
         etc::gather(root.as_fd(), &opts.run, opts.mutable.as_deref(), &ctx.cmdline, &ctx.systemd.get().0, &mut notes)
@@ -334,6 +338,7 @@ pub fn prepare(ctx: &mut Shared, opts: &Options, class: Class) -> Result<Prepare
     let cmdline = ctx.cmdline.clone();
     let inputs = Inputs { class, cmdline, policy, host, hierarchies, images, etc };
     let plan = make_plan(&inputs, notes.clone());
+    timeline::mark(Some(class), "planned");
     // Images we will not merge let go of their loop devices now.
     let merging = plan.merged_names();
     staged.retain(|name, _| merging.contains(name));
@@ -353,12 +358,14 @@ pub fn merge(opts: &Options) -> Result<bool> {
         let outcomes = apply::apply(&mut p.plan, &p.staged, ctx.root.as_fd(), &mut p.targets, &ctx.faults, settle);
         let took = |name: &str| p.staged.get(name).map(|s| s.took);
         report::log_merge(&p.plan, &outcomes, &took);
+        timeline::mark(Some(class), "logged");
         passes.push((p, outcomes));
     }
     let total = start.elapsed();
     let merged: usize = passes.iter().map(|(p, _)| p.plan.merged_names().len()).sum();
     let found: usize = passes.iter().map(|(p, _)| p.plan.images.len()).sum();
     log::info!(target: report::TARGET, "done in {} ms: {merged} merged, {} skipped", total.as_millis(), found - merged);
+    timeline::mark(None, "done");
     // The report and the hand-over are written side by side: they only read the passes.
     let written = std::thread::scope(|scope| {
         let report = scope.spawn(|| {

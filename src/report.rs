@@ -373,14 +373,19 @@ pub fn to_json(sysroot: &str, passes: &[Pass], total: Option<Duration>) -> Json 
             hierarchies.push(Json::Obj(fields));
         }
     }
-    Json::Obj(vec![
+    let mut fields = vec![
         ("version", env!("CARGO_PKG_VERSION").into()),
         ("sysroot", sysroot.into()),
         ("images", Json::Arr(images)),
         ("hierarchies", Json::Arr(hierarchies)),
         ("notes", Json::Arr(notes)),
         ("ms", total.map(|t| Json::Num(t.as_millis() as u64)).unwrap_or(Json::Null)),
-    ])
+    ];
+    // A merge's report also says where its time went.
+    if total.is_some() {
+        fields.push(("timeline", crate::timeline::to_json()));
+    }
+    Json::Obj(fields)
 }
 
 /// Write the report atomically (temporary name, then rename), creating its directory.

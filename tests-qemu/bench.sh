@@ -7,13 +7,15 @@
 # 262, dracut 112): ours against upstream's systemd-sysext-sysroot.service
 # (dracut's systemd-sysext module), the same podman image. Interleaved, BOOTS
 # each (default 3); both sets by default. Times are CLOCK_MONOTONIC seconds
-# since kernel start.
+# since kernel start. The plots of each scenario's first boot go to DIR
+# (default /tmp/initrd-sysext-plots; --svg-dir tests-qemu/plots refreshes the
+# README's).
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=scenarios.sh
 . "$here/scenarios.sh"
-boots=3 svgdir=$here/plots sets=()
+boots=3 svgdir=/tmp/initrd-sysext-plots sets=()
 while (($#)); do
     case $1 in
     -n) boots=$2; shift 2 ;;
@@ -60,6 +62,15 @@ times() {
 }
 declare -A vals # "metric scenario" -> values, one per line
 add() { [[ -n $3 ]] && vals["$1 $2"]+="$3"$'\n'; return 0; }
+# Our report's timeline (src/timeline.rs), in ms: "CLASS-STEP since-main cpu"
+# per line, CLASS "null" for the shared steps; "before - cpu" first.
+timeline() {
+    [[ -s $1 ]] || return 0
+    sed -n 's/.*"timeline":{"cpu_before_main_us":\([0-9]*\).*/before - \1/p' "$1"
+    sed -n 's/.*"timeline":.*"steps":\[\(.*\)\]}}$/\1/p' "$1" | grep -o '{[^}]*}' |
+        sed -E 's/\{"class":"?([a-z]+)"?,"step":"([a-z]+)","us":([0-9]+),"cpu_us":([0-9]+)\}/\1-\2 \3 \4/'
+}
+steps=() # our timeline's steps, in order
 
 mkdir -p "$svgdir"
 for round in $(seq "$boots"); do
@@ -89,6 +100,11 @@ for round in $(seq "$boots"); do
             awk '{ s += $1 } END { if (NR) printf "%.3f", s / 1000 }')"
         add userspace "$name" "$(mono "$j" 'Switching root')"
         add multiuser "$name" "$(mono "$j" 'Reached target multi-user.target')"
+        while read -r step at cpu; do
+            [[ " ${steps[*]} " == *" $step "* ]] || steps+=("$step")
+            add "at:$step" "$name" "$(awk -v v="$at" 'BEGIN { if (v != "-") printf "%.1f", v / 1000 }')"
+            add "cpu:$step" "$name" "$(awk -v v="$cpu" 'BEGIN { printf "%.1f", v / 1000 }')"
+        done < <([[ $name != forky-ours ]] || timeline "$res/report.json")
         ((round == 1)) && [[ -s $res/plot.svg ]] && cp "$res/plot.svg" "$svgdir/$name.svg"
     done
 done
@@ -128,6 +144,11 @@ if [[ " ${sets[*]} " == *" forky "* ]]; then
     row "a oneshot unit running initrd-sysext --version" "$io" "-" "" "/upstream = $(ratio "$io" "$au")"
     row "  our merge unit less that one, same boot" "$(med share forky-ours)" "-" "" ""
     row "  ours, as the binary reports it ('done in')" "$so" "-" "" "ours/upstream = $(ratio "$so" "$au")"
+    echo "  our process step by step (report.json's timeline; ms since main, and the main"
+    echo "  thread's CPU ms by then; 'before' is the CPU of fork, systemd-executor and exec):"
+    for step in "${steps[@]}"; do
+        printf '    %-24s %8s %8s\n' "${step#null-}" "$(med "at:$step" forky-ours)" "$(med "cpu:$step" forky-ours)"
+    done
     row "switch-root (initrd done)" "$(med userspace forky-ours)" "$(med userspace forky-upstream)" "" ""
     row "quadlet unit started" "$(med unit forky-ours)" "$(med unit forky-upstream)" "" ""
     row "multi-user.target reached" "$(med multiuser forky-ours)" "$(med multiuser forky-upstream)" "" ""

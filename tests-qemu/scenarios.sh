@@ -150,6 +150,8 @@ check_first_boot() {
     merged_by_us
     has "podman run --rootfs works" podman-run 'ITS-PODMAN-RUN-OK'
     has "report.json present" report.json '.'
+    # The service manager's start of the process used CPU before our main.
+    has "report.json says where the time went" report.json '"timeline":\{"cpu_before_main_us":[1-9]'
     has "policy.json copied though /etc/containers/systemd existed" policy '^rc=0'
     has "/etc/containers/systemd was there before boot" etc-containers 'hello.container'
 }

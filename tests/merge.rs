@@ -52,6 +52,53 @@ fn merges_squashfs_and_erofs_in_version_order_in_systemd_format() {
         "{report}"
     );
     assert!(report.contains(r#""layers":["tool-10","tool-9","tool-1"]"#), "{report}");
+    // Where the time went: every step, in the order the pipeline runs them, each no earlier than
+    // the one before and never with more CPU time than time passed (one thread marks them all).
+    let steps = timeline(&report);
+    let names: Vec<_> = steps.iter().map(|(step, ..)| step.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "read",
+            "sysext found",
+            "sysext opened",
+            "sysext planned",
+            "sysext built",
+            "sysext checked",
+            "sysext attached",
+            "sysext origin",
+            "sysext logged",
+            "confext found",
+            "confext opened",
+            "confext planned",
+            "confext logged",
+            "done"
+        ],
+        "{report}"
+    );
+    assert!(steps.windows(2).all(|w| w[0].1 <= w[1].1), "{report}");
+    assert!(steps.iter().all(|(_, us, cpu)| cpu <= us), "{report}");
+    // The report's total (from the merge's start) ends with the last step.
+    let total_ms: u64 = report.split(r#""ms":"#).last().and_then(|r| r.split(',').next()).unwrap().parse().unwrap();
+    assert!(total_ms * 1000 <= steps.last().unwrap().1, "{report}");
+}
+
+/// report.json's timeline as (class and step, µs since main, CPU µs).
+fn timeline(report: &str) -> Vec<(String, u64, u64)> {
+    let field = |s: &str, key: &str| {
+        s.split(&format!("\"{key}\":")).nth(1).unwrap().split([',', '}']).next().unwrap().to_owned()
+    };
+    let steps = report.split(r#""steps":["#).nth(1).expect("the report has a timeline");
+    steps
+        .split(r#"{"class":"#)
+        .skip(1)
+        .map(|s| {
+            let class = s.split(',').next().unwrap().trim_matches('"');
+            let step = field(s, "step").trim_matches('"').to_owned();
+            let name = if class == "null" { step } else { format!("{class} {step}") };
+            (name, field(s, "us").parse().unwrap(), field(s, "cpu_us").parse().unwrap())
+        })
+        .collect()
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! the new mount API. Everything above it decides; everything here only does, with context on
 //! every error.
 
+pub mod clock;
 pub mod devmapper;
 pub mod fs;
 pub mod identity;
