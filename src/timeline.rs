@@ -55,23 +55,16 @@ pub fn to_json() -> Json {
     let Some(t) = TIMELINE.get() else { return Json::Null };
     let us = |d: Duration| Json::Num(d.as_micros() as u64);
     let steps = t.steps.lock().unwrap_or_else(|e| e.into_inner());
+    let step = |s: &Step| {
+        Json::Obj(vec![
+            ("class", s.class.map(Class::name).into()),
+            ("step", s.name.into()),
+            ("us", us(s.since_main)),
+            ("cpu_us", us(s.cpu)),
+        ])
+    };
     Json::Obj(vec![
         ("cpu_before_main_us", us(t.cpu_before_main)),
-        (
-            "steps",
-            Json::Arr(
-                steps
-                    .iter()
-                    .map(|s| {
-                        Json::Obj(vec![
-                            ("class", s.class.map(Class::name).into()),
-                            ("step", s.name.into()),
-                            ("us", us(s.since_main)),
-                            ("cpu_us", us(s.cpu)),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ),
+        ("steps", Json::Arr(steps.iter().map(step).collect())),
     ])
 }
